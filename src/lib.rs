@@ -1,0 +1,18 @@
+//! sd-wgpu: Stable Diffusion 1.x on hand-written WGSL kernels, with a rayon
+//! CPU twin of every kernel as its specification.
+//!
+//! Layers, bottom up:
+//! - [`tensor`], [`device`]: the tensor value type and where it lives;
+//! - [`ops`]: every op the models need, one signature, dispatched to
+//!   [`cpu`] (the twins) or [`gpu`] (WGSL through wgpu).
+
+pub mod cpu;
+pub mod device;
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod tensor;
+
+pub use device::{Backend, Device};
+pub use error::{Error, Result};
+pub use tensor::{DType, Tensor};
