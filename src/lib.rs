@@ -12,6 +12,7 @@ pub mod error;
 pub mod gpu;
 pub mod ops;
 pub mod tensor;
+pub mod weights;
 
 pub use device::{Backend, Device};
 pub use error::{Error, Result};

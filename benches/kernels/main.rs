@@ -1,0 +1,24 @@
+//! Kernel benchmarks: the production kernels at Stable Diffusion shapes.
+//!
+//! `cargo bench --bench kernels` runs everything; `-- --short` keeps only a
+//! few shapes and iterations (under a minute on llvmpipe); a further word
+//! filters families (`-- --short matmul`). Each line prints the shape, the
+//! time per call (GPU timestamps when the adapter has them, else wall-clock
+//! after a device sync), TFLOP/s or GB/s, and the naive/tuned ratio measured
+//! in the same run.
+
+mod common;
+mod elementwise;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let short = args.iter().any(|a| a == "--short");
+    let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let want = |family: &str| filter.is_empty() || filter.iter().any(|f| family.contains(f.as_str()));
+    let bench = common::Bench::new(short);
+    println!("adapter: {}", bench.ctx.describe());
+    println!("mode: {}", if short { "short" } else { "full" });
+    if want("elementwise") {
+        elementwise::run(&bench);
+    }
+}
