@@ -69,7 +69,10 @@ impl std::str::FromStr for Backend {
             "auto" => Ok(Backend::Auto),
             "gpu" => Ok(Backend::Gpu),
             "cpu" => Ok(Backend::Cpu),
-            _ => Err(Error::invalid("backend", format!("expected auto, gpu or cpu, found {s:?}"))),
+            _ => Err(Error::invalid(
+                "backend",
+                format!("expected auto, gpu or cpu, found {s:?}"),
+            )),
         }
     }
 }

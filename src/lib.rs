@@ -6,6 +6,7 @@
 //! - [`ops`]: every op the models need, one signature, dispatched to
 //!   [`cpu`] (the twins) or [`gpu`] (WGSL through wgpu).
 
+pub mod checkpoint;
 pub mod cpu;
 pub mod device;
 pub mod error;

@@ -55,10 +55,30 @@ pub fn convert_bytes(bytes: &[u8], from: StoredDType, want: DType) -> CpuData {
     use half::{bf16, f16};
     let f32s = |v: Vec<f32>| CpuData::from_f32(v, want);
     match (from, want) {
-        (StoredDType::F16, DType::F16) => CpuData::F16(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
-        (StoredDType::F32, _) => f32s(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        (StoredDType::F16, DType::F32) => f32s(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
-        (StoredDType::BF16, _) => f32s(bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+        (StoredDType::F16, DType::F16) => CpuData::F16(
+            bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                .collect(),
+        ),
+        (StoredDType::F32, _) => f32s(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        (StoredDType::F16, DType::F32) => f32s(
+            bytes
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        ),
+        (StoredDType::BF16, _) => f32s(
+            bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        ),
     }
 }
 
@@ -194,9 +214,8 @@ impl VarBuilder {
     pub fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Tensor {
         let full = self.path(name);
         let placeholder = || {
-            Tensor::zeros(shape, dtype, &self.inner.device).unwrap_or_else(|_| {
-                Tensor::zeros(shape, dtype, &Device::Cpu).expect("host zeros")
-            })
+            Tensor::zeros(shape, dtype, &self.inner.device)
+                .unwrap_or_else(|_| Tensor::zeros(shape, dtype, &Device::Cpu).expect("host zeros"))
         };
         let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
         log.used.insert(full.clone());
@@ -242,7 +261,11 @@ impl VarBuilder {
             .filter(|n| n.starts_with(&root) && !log.used.contains(n))
             .filter(|n| !ignore.iter().any(|s| n.ends_with(s)))
             .collect();
-        if log.missing.is_empty() && log.mismatched.is_empty() && log.failed.is_empty() && unexpected.is_empty() {
+        if log.missing.is_empty()
+            && log.mismatched.is_empty()
+            && log.failed.is_empty()
+            && unexpected.is_empty()
+        {
             return Ok(());
         }
         let list = |v: &[String]| {
@@ -252,9 +275,16 @@ impl VarBuilder {
             }
             s
         };
-        let mut msg = format!("{what} weights from {} do not match the model:", self.inner.source.describe());
+        let mut msg = format!(
+            "{what} weights from {} do not match the model:",
+            self.inner.source.describe()
+        );
         if !log.missing.is_empty() {
-            msg.push_str(&format!("\n  missing ({}): {}", log.missing.len(), list(&log.missing)));
+            msg.push_str(&format!(
+                "\n  missing ({}): {}",
+                log.missing.len(),
+                list(&log.missing)
+            ));
         }
         if !log.mismatched.is_empty() {
             let v: Vec<String> = log
@@ -265,10 +295,18 @@ impl VarBuilder {
             msg.push_str(&format!("\n  wrong shape ({}): {}", v.len(), list(&v)));
         }
         if !log.failed.is_empty() {
-            msg.push_str(&format!("\n  unreadable ({}): {}", log.failed.len(), list(&log.failed)));
+            msg.push_str(&format!(
+                "\n  unreadable ({}): {}",
+                log.failed.len(),
+                list(&log.failed)
+            ));
         }
         if !unexpected.is_empty() {
-            msg.push_str(&format!("\n  unexpected ({}): {}", unexpected.len(), list(&unexpected)));
+            msg.push_str(&format!(
+                "\n  unexpected ({}): {}",
+                unexpected.len(),
+                list(&unexpected)
+            ));
         }
         Err(Error::Weights(msg))
     }
@@ -290,7 +328,10 @@ mod tests {
         assert_eq!(w.to_vec_f32().unwrap(), vec![1.0; 6]);
         let _ = vb.get("bias", &[2]);
         let _ = vb.get("gone", &[4]);
-        let e = vb.finish("test model", &["position_ids"]).unwrap_err().to_string();
+        let e = vb
+            .finish("test model", &["position_ids"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing (1): a.gone"), "{e}");
         assert!(e.contains("a.bias expected [2] found [3]"), "{e}");
         assert!(e.contains("unexpected (1): a.extra"), "{e}");
@@ -301,8 +342,14 @@ mod tests {
         let b = half::bf16::from_f32(1.5).to_le_bytes();
         assert_eq!(convert_bytes(&b, StoredDType::BF16, DType::F32).to_f32()[0], 1.5);
         let h = half::f16::from_f32(-2.0).to_le_bytes();
-        assert!(matches!(convert_bytes(&h, StoredDType::F16, DType::F16), CpuData::F16(_)));
+        assert!(matches!(
+            convert_bytes(&h, StoredDType::F16, DType::F16),
+            CpuData::F16(_)
+        ));
         let f = 0.1f32.to_le_bytes();
-        assert_eq!(convert_bytes(&f, StoredDType::F32, DType::F16).to_f32()[0], half::f16::from_f32(0.1).to_f32());
+        assert_eq!(
+            convert_bytes(&f, StoredDType::F32, DType::F16).to_f32()[0],
+            half::f16::from_f32(0.1).to_f32()
+        );
     }
 }

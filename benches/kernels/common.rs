@@ -62,7 +62,9 @@ impl Bench {
 
 /// One result line, aligned.
 pub fn report(family: &str, variant: &str, shape: &str, secs: f64, rate: f64, unit: &str, vs: Option<f64>) {
-    let ratio = vs.map(|base| format!("  x{:.2} vs naive", base / secs)).unwrap_or_default();
+    let ratio = vs
+        .map(|base| format!("  x{:.2} vs naive", base / secs))
+        .unwrap_or_default();
     println!(
         "{family:<11} {variant:<6} {shape:<44} {:>10.3} ms {:>9.3} {unit}{ratio}",
         secs * 1e3,

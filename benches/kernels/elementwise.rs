@@ -14,11 +14,27 @@ pub fn run(b: &Bench) {
             let n: usize = shape.iter().product();
             let s = b.time(b.iters(20), || x.silu());
             let bytes = (2 * n * dt.size()) as f64;
-            report("silu", dt.name(), &format!("{shape:?}"), s, bytes / s / 1e9, "GB/s", None);
+            report(
+                "silu",
+                dt.name(),
+                &format!("{shape:?}"),
+                s,
+                bytes / s / 1e9,
+                "GB/s",
+                None,
+            );
             let g = b.rand(&[2, 4096, 2560], dt);
             let s = b.time(b.iters(20), || g.geglu());
             let bytes = (3 * 2 * 4096 * 1280 * dt.size()) as f64;
-            report("geglu", dt.name(), "[2, 4096, 2560]", s, bytes / s / 1e9, "GB/s", None);
+            report(
+                "geglu",
+                dt.name(),
+                "[2, 4096, 2560]",
+                s,
+                bytes / s / 1e9,
+                "GB/s",
+                None,
+            );
         }
     }
 }

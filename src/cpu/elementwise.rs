@@ -18,7 +18,10 @@ pub fn binary(a: &Tensor, op: Binary, b: &Tensor) -> Tensor {
     let shape = a.shape();
     let strides = broadcast_strides(shape, b.shape()).expect("checked at op entry");
     let out: Vec<f32> = if b.shape() == shape {
-        av.par_iter().zip(bv.par_iter()).map(|(&x, &y)| op.apply(x, y)).collect()
+        av.par_iter()
+            .zip(bv.par_iter())
+            .map(|(&x, &y)| op.apply(x, y))
+            .collect()
     } else {
         av.par_iter()
             .enumerate()

@@ -42,7 +42,11 @@ pub fn permute(x: &Tensor, perm: &[usize]) -> Tensor {
 
 /// (outer, dim size, inner) view of `shape` around `dim`.
 fn split3(shape: &[usize], dim: usize) -> (usize, usize, usize) {
-    (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product())
+    (
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    )
 }
 
 pub fn narrow(x: &Tensor, dim: usize, start: usize, len: usize) -> Tensor {
@@ -65,9 +69,12 @@ pub fn cat(ts: &[&Tensor], dim: usize) -> Tensor {
     for t in ts {
         let v = t.cpu_data().to_f32();
         let len = t.dim(dim as isize);
-        out.par_chunks_mut(total * inner).enumerate().for_each(|(o, dst)| {
-            dst[off * inner..(off + len) * inner].copy_from_slice(&v[o * len * inner..(o + 1) * len * inner]);
-        });
+        out.par_chunks_mut(total * inner)
+            .enumerate()
+            .for_each(|(o, dst)| {
+                dst[off * inner..(off + len) * inner]
+                    .copy_from_slice(&v[o * len * inner..(o + 1) * len * inner]);
+            });
         off += len;
     }
     // f16 values widened and narrowed again round-trip exactly.
@@ -85,5 +92,7 @@ pub fn upsample_nearest(x: &Tensor, out_h: usize, out_w: usize) -> Tensor {
 
 pub fn embedding(table: &Tensor, ids: &[u32]) -> Tensor {
     let d = table.dim(1);
-    gather(table, ids.len() * d, &[ids.len(), d], |i| ids[i / d] as usize * d + i % d)
+    gather(table, ids.len() * d, &[ids.len(), d], |i| {
+        ids[i / d] as usize * d + i % d
+    })
 }

@@ -55,7 +55,13 @@ pub(crate) fn gemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: u
 }
 
 pub fn matmul(a: &Tensor, b: &Tensor, opts: &MatmulOpts, d: MatmulDims, out_shape: &[usize]) -> Tensor {
-    let MatmulDims { batch, b_shared, m, n, k } = d;
+    let MatmulDims {
+        batch,
+        b_shared,
+        m,
+        n,
+        k,
+    } = d;
     let av = a.cpu_data().to_f32();
     let bv = b.cpu_data().to_f32();
     let bias = opts.bias.map(|t| t.cpu_data().to_f32().into_owned());

@@ -129,7 +129,11 @@ impl GpuContext {
                     AdapterPreference::HardwareOnly => "hardware GPU",
                     AdapterPreference::SoftwareOnly => "software",
                 },
-                if seen.is_empty() { "none".to_string() } else { seen.join(", ") }
+                if seen.is_empty() {
+                    "none".to_string()
+                } else {
+                    seen.join(", ")
+                }
             ))),
         }
     }
@@ -230,7 +234,11 @@ impl GpuContext {
             "{} ({:?}, {}; f16 {}, subgroups {})",
             self.info.name,
             self.info.backend,
-            if self.caps.software { "software" } else { "hardware" },
+            if self.caps.software {
+                "software"
+            } else {
+                "hardware"
+            },
             if self.caps.f16 { "yes" } else { "no" },
             if self.caps.subgroups { "yes" } else { "no" },
         )
@@ -445,29 +453,44 @@ impl GpuContext {
                         count: None,
                     });
                 }
-                let bind_group = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some("kernel bindings"),
-                    entries: &entries,
-                });
-                let pipeline = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: None,
-                    bind_group_layouts: &[Some(&bind_group)],
-                    immediate_size: 0,
-                });
+                let bind_group = self
+                    .device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: Some("kernel bindings"),
+                        entries: &entries,
+                    });
+                let pipeline = self
+                    .device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: None,
+                        bind_group_layouts: &[Some(&bind_group)],
+                        immediate_size: 0,
+                    });
                 Arc::new(Layout { bind_group, pipeline })
             })
             .clone()
     }
 
     /// The compiled pipeline of a kernel variant, compiled on first use.
-    pub fn pipeline(&self, kernel: &Kernel, dtype: DType, defines: &[Define]) -> Result<Arc<wgpu::ComputePipeline>> {
+    pub fn pipeline(
+        &self,
+        kernel: &Kernel,
+        dtype: DType,
+        defines: &[Define],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         if dtype == DType::F16 && !self.caps.f16 {
             return Err(Error::Unsupported(format!(
                 "{} has no shader f16 support; use f32 (--dtype f32)",
                 self.info.name
             )));
         }
-        let key = format!("{}:{}:{}:{:?}", kernel.shader.name, kernel.entry, dtype.name(), defines);
+        let key = format!(
+            "{}:{}:{}:{:?}",
+            kernel.shader.name,
+            kernel.entry,
+            dtype.name(),
+            defines
+        );
         if let Some(p) = lock(&self.pipelines).get(&key) {
             return Ok(p.clone());
         }
@@ -483,17 +506,25 @@ impl GpuContext {
             label: Some(kernel.shader.name),
             source: wgpu::ShaderSource::Wgsl(src.into()),
         });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.entry),
-            layout: Some(&layout.pipeline),
-            module: &module,
-            entry_point: Some(kernel.entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: Some(&layout.pipeline),
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Shader {
-                name: format!("{}::{} ({}, {:?})", kernel.shader.name, kernel.entry, dtype.name(), defines),
+                name: format!(
+                    "{}::{} ({}, {:?})",
+                    kernel.shader.name,
+                    kernel.entry,
+                    dtype.name(),
+                    defines
+                ),
                 msg: e.to_string(),
             });
         }
@@ -508,8 +539,18 @@ impl GpuContext {
     /// `sync`, or when the batch is full). A shader that fails to compile is
     /// a bug in sd-wgpu: it is recorded as an error and the dispatch skipped.
     pub fn dispatch(&self, d: &Dispatch) {
-        assert_eq!(d.inputs.len() as u32, d.kernel.inputs, "{}: inputs", d.kernel.entry);
-        assert_eq!(d.outputs.len() as u32, d.kernel.outputs, "{}: outputs", d.kernel.entry);
+        assert_eq!(
+            d.inputs.len() as u32,
+            d.kernel.inputs,
+            "{}: inputs",
+            d.kernel.entry
+        );
+        assert_eq!(
+            d.outputs.len() as u32,
+            d.kernel.outputs,
+            "{}: outputs",
+            d.kernel.entry
+        );
         assert!(d.params.len() * 4 <= PARAM_SLOT as usize);
         let pipeline = match self.pipeline(&d.kernel, d.dtype, d.defines) {
             Ok(p) => p,

@@ -34,15 +34,29 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Te
     attention_variant(q, k, v, opts, Variant::Tuned)
 }
 
-pub fn attention_variant(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts, variant: Variant) -> Tensor {
+pub fn attention_variant(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOpts,
+    variant: Variant,
+) -> Tensor {
     super::check_same("attention", &[q, k, v]);
-    assert_eq!(q.rank(), 3, "attention: q must be [B, L, H*D], found {:?}", q.shape());
+    assert_eq!(
+        q.rank(),
+        3,
+        "attention: q must be [B, L, H*D], found {:?}",
+        q.shape()
+    );
     assert_eq!(k.shape(), v.shape(), "attention: k and v differ");
     assert_eq!(k.rank(), 3, "attention: k must be [B, L, H*D]");
     assert_eq!(q.dim(0), k.dim(0), "attention: batch");
     assert_eq!(q.dim(2), k.dim(2), "attention: width");
-    assert!(opts.heads > 0 && q.dim(2) % opts.heads == 0, "attention: heads");
-    assert!(!opts.causal || q.dim(1) == k.dim(1), "attention: causal needs Lq == Lk");
+    assert!(opts.heads > 0 && q.dim(2).is_multiple_of(opts.heads), "attention: heads");
+    assert!(
+        !opts.causal || q.dim(1) == k.dim(1),
+        "attention: causal needs Lq == Lk"
+    );
     if q.is_gpu() {
         gpu::ops::attention::attention(q, k, v, opts, variant)
     } else {

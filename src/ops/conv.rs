@@ -47,12 +47,19 @@ pub struct ConvDims {
 
 pub fn conv_dims(x: &[usize], w: &[usize], opts: &ConvOpts) -> ConvDims {
     assert_eq!(x.len(), 4, "conv2d: input must be [N, C, H, W], found {x:?}");
-    assert_eq!(w.len(), 4, "conv2d: weight must be [C_out, C_in, kh, kw], found {w:?}");
+    assert_eq!(
+        w.len(),
+        4,
+        "conv2d: weight must be [C_out, C_in, kh, kw], found {w:?}"
+    );
     assert_eq!(x[1], w[1], "conv2d: input channels {x:?} vs weight {w:?}");
     assert!(opts.stride >= 1);
     let [pt, pb, pl, pr] = opts.padding;
     let (hp, wp) = (x[2] + pt + pb, x[3] + pl + pr);
-    assert!(hp >= w[2] && wp >= w[3], "conv2d: kernel {w:?} larger than padded input {x:?}");
+    assert!(
+        hp >= w[2] && wp >= w[3],
+        "conv2d: kernel {w:?} larger than padded input {x:?}"
+    );
     let d = ConvDims {
         n: x[0],
         c_in: x[1],
@@ -70,7 +77,11 @@ pub fn conv_dims(x: &[usize], w: &[usize], opts: &ConvOpts) -> ConvDims {
         assert_eq!(b.shape(), &[d.c_out], "conv2d: bias shape");
     }
     if let Some(r) = opts.residual {
-        assert_eq!(r.shape(), &[d.n, d.c_out, d.h_out, d.w_out], "conv2d: residual shape");
+        assert_eq!(
+            r.shape(),
+            &[d.n, d.c_out, d.h_out, d.w_out],
+            "conv2d: residual shape"
+        );
     }
     d
 }

@@ -13,8 +13,14 @@ pub enum Unary {
     Silu,
     Exp,
     /// `x * mul + add`.
-    Affine { mul: f32, add: f32 },
-    Clamp { min: f32, max: f32 },
+    Affine {
+        mul: f32,
+        add: f32,
+    },
+    Clamp {
+        min: f32,
+        max: f32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +148,7 @@ impl Tensor {
     /// GEGLU: last dim `2F` split into `(h, g)`, result `h * gelu(g)`, shape `[.., F]`.
     pub fn geglu(&self) -> Tensor {
         let last = self.dim(-1);
-        assert!(last % 2 == 0, "geglu: odd last dim {:?}", self.shape());
+        assert!(last.is_multiple_of(2), "geglu: odd last dim {:?}", self.shape());
         if self.is_gpu() {
             gpu::ops::elementwise::geglu(self)
         } else {
@@ -171,7 +177,10 @@ mod tests {
     fn broadcast_rules() {
         assert_eq!(broadcast_strides(&[2, 3, 4], &[2, 3, 4]), Some(vec![12, 4, 1]));
         assert_eq!(broadcast_strides(&[2, 3, 4], &[4]), Some(vec![0, 0, 1]));
-        assert_eq!(broadcast_strides(&[2, 3, 4, 5], &[2, 3, 1, 1]), Some(vec![3, 1, 0, 0]));
+        assert_eq!(
+            broadcast_strides(&[2, 3, 4, 5], &[2, 3, 1, 1]),
+            Some(vec![3, 1, 0, 0])
+        );
         assert_eq!(broadcast_strides(&[2, 3], &[3, 3]), None);
         assert_eq!(broadcast_strides(&[3], &[1, 3]), None);
     }

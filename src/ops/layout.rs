@@ -9,11 +9,19 @@ pub const MAX_RANK: usize = 6;
 impl Tensor {
     /// Reorders dims: result dim i is input dim `perm[i]` (a copy).
     pub fn permute(&self, perm: &[usize]) -> Tensor {
-        assert_eq!(perm.len(), self.rank(), "permute: {perm:?} for {:?}", self.shape());
+        assert_eq!(
+            perm.len(),
+            self.rank(),
+            "permute: {perm:?} for {:?}",
+            self.shape()
+        );
         assert!(self.rank() <= MAX_RANK, "permute: rank > {MAX_RANK}");
         let mut seen = [false; MAX_RANK];
         for &p in perm {
-            assert!(p < self.rank() && !seen[p], "permute: {perm:?} is not a permutation");
+            assert!(
+                p < self.rank() && !seen[p],
+                "permute: {perm:?} is not a permutation"
+            );
             seen[p] = true;
         }
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
@@ -55,7 +63,11 @@ impl Tensor {
 
     /// Elements `start..start+len` along `dim` (a copy).
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Tensor {
-        assert!(dim < self.rank() && start + len <= self.dim(dim as isize), "narrow {dim} {start}+{len} of {:?}", self.shape());
+        assert!(
+            dim < self.rank() && start + len <= self.dim(dim as isize),
+            "narrow {dim} {start}+{len} of {:?}",
+            self.shape()
+        );
         if start == 0 && len == self.dim(dim as isize) {
             return self.clone();
         }
@@ -69,7 +81,7 @@ impl Tensor {
     /// `n` equal chunks along `dim`.
     pub fn chunk(&self, n: usize, dim: usize) -> Vec<Tensor> {
         let size = self.dim(dim as isize);
-        assert!(size % n == 0, "chunk: {size} into {n}");
+        assert!(size.is_multiple_of(n), "chunk: {size} into {n}");
         (0..n).map(|i| self.narrow(dim, i * size / n, size / n)).collect()
     }
 

@@ -53,7 +53,11 @@ pub fn matmul_dims(a: &[usize], b: &[usize], opts: &MatmulOpts) -> (MatmulDims, 
     let (m, k) = if opts.trans_a { (ak, am) } else { (am, ak) };
     let (bk, bn) = (b[b.len() - 2], b[b.len() - 1]);
     let (kb, n) = if opts.trans_b { (bn, bk) } else { (bk, bn) };
-    assert_eq!(k, kb, "matmul: inner dims differ: {a:?} x {b:?} (trans {}, {})", opts.trans_a, opts.trans_b);
+    assert_eq!(
+        k, kb,
+        "matmul: inner dims differ: {a:?} x {b:?} (trans {}, {})",
+        opts.trans_a, opts.trans_b
+    );
     let batch: usize = a[..a.len() - 2].iter().product();
     let b_batch: usize = b[..b.len() - 2].iter().product();
     let b_shared = b.len() == 2;
@@ -69,7 +73,16 @@ pub fn matmul_dims(a: &[usize], b: &[usize], opts: &MatmulOpts) -> (MatmulDims, 
     if let Some(r) = opts.residual {
         assert_eq!(r.shape(), &out[..], "matmul: residual shape");
     }
-    (MatmulDims { batch, b_shared, m, n, k }, out)
+    (
+        MatmulDims {
+            batch,
+            b_shared,
+            m,
+            n,
+            k,
+        },
+        out,
+    )
 }
 
 impl Tensor {
@@ -102,7 +115,12 @@ impl Tensor {
 
     /// `linear` with a residual added in the same kernel.
     pub fn linear_residual(&self, w: &Tensor, bias: Option<&Tensor>, residual: Option<&Tensor>) -> Tensor {
-        assert_eq!(w.rank(), 2, "linear: weight must be [out, in], found {:?}", w.shape());
+        assert_eq!(
+            w.rank(),
+            2,
+            "linear: weight must be [out, in], found {:?}",
+            w.shape()
+        );
         let lead: Vec<usize> = self.shape()[..self.rank() - 1].to_vec();
         let rows: usize = lead.iter().product();
         let x2 = self.reshape(&[rows, self.dim(-1)]);

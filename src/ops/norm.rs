@@ -10,7 +10,10 @@ impl Tensor {
         super::check_same("group_norm", &[self, gamma, beta]);
         assert!(self.rank() >= 2, "group_norm: input {:?}", self.shape());
         let c = self.dim(1);
-        assert!(groups > 0 && c % groups == 0, "group_norm: {c} channels, {groups} groups");
+        assert!(
+            groups > 0 && c.is_multiple_of(groups),
+            "group_norm: {c} channels, {groups} groups"
+        );
         assert_eq!(gamma.shape(), &[c], "group_norm: gamma");
         assert_eq!(beta.shape(), &[c], "group_norm: beta");
         if self.is_gpu() {

@@ -223,7 +223,7 @@ impl Tensor {
         let mut shape = shape.to_vec();
         if let Some(i) = shape.iter().position(|&d| d == usize::MAX) {
             let known: usize = shape.iter().filter(|&&d| d != usize::MAX).product();
-            assert!(known > 0 && self.elem_count() % known == 0);
+            assert!(known > 0 && self.elem_count().is_multiple_of(known));
             shape[i] = self.elem_count() / known;
         }
         assert_eq!(

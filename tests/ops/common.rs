@@ -92,12 +92,18 @@ pub fn bound(dtype: DType, f32_bound: f64, f16_bound: f64) -> f64 {
 pub fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor, max_nmse: f64) {
     assert_eq!(gpu.shape(), cpu.shape(), "{what}: shape");
     assert_eq!(gpu.dtype(), cpu.dtype(), "{what}: dtype");
-    let g = gpu.to_vec_f32().unwrap_or_else(|e| panic!("{what}: GPU error: {e}"));
+    let g = gpu
+        .to_vec_f32()
+        .unwrap_or_else(|e| panic!("{what}: GPU error: {e}"));
     let c = cpu.to_vec_f32().unwrap();
     let bad = g.iter().position(|v| !v.is_finite());
     assert!(bad.is_none(), "{what}: non-finite GPU output at {bad:?}");
     let e = nmse(&g, &c);
-    let max_abs = g.iter().zip(&c).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let max_abs = g
+        .iter()
+        .zip(&c)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(
         e <= max_nmse,
         "{what}: NMSE {e:.3e} > bound {max_nmse:.1e} (max abs diff {max_abs:.3e}, {} values)",

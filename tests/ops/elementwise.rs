@@ -10,7 +10,10 @@ const UNARY: [Unary; 6] = [
     Unary::QuickGelu,
     Unary::Silu,
     Unary::Exp,
-    Unary::Affine { mul: 0.18215, add: -0.5 },
+    Unary::Affine {
+        mul: 0.18215,
+        add: -0.5,
+    },
     Unary::Clamp { min: -0.3, max: 0.7 },
 ];
 
@@ -23,7 +26,12 @@ fn unary_ops() {
             let (c, g) = pair(&mut rng, &shape, 2.0, dt);
             for op in UNARY {
                 // Only output rounding differs; the erf approximation is < 2e-7.
-                assert_close(&format!("{op:?} {dt} {shape:?}"), &g.unary(op), &c.unary(op), bound(dt, 1e-12, 1e-6));
+                assert_close(
+                    &format!("{op:?} {dt} {shape:?}"),
+                    &g.unary(op),
+                    &c.unary(op),
+                    bound(dt, 1e-12, 1e-6),
+                );
             }
         }
     }
@@ -61,7 +69,12 @@ fn geglu() {
     for dt in DTYPES {
         for shape in [vec![2, 4096, 2560], vec![1, 7, 6], vec![5, 2]] {
             let (c, g) = pair(&mut rng, &shape, 1.5, dt);
-            assert_close(&format!("geglu {dt} {shape:?}"), &g.geglu(), &c.geglu(), bound(dt, 1e-12, 1e-6));
+            assert_close(
+                &format!("geglu {dt} {shape:?}"),
+                &g.geglu(),
+                &c.geglu(),
+                bound(dt, 1e-12, 1e-6),
+            );
         }
     }
 }
@@ -70,10 +83,20 @@ fn geglu() {
 fn casts_round_trip() {
     let mut rng = Rng::new(4);
     let (c, g) = pair(&mut rng, &[3, 333], 100.0, DType::F32);
-    assert_close("cast f32->f16", &g.to_dtype(DType::F16), &c.to_dtype(DType::F16), 0.0);
+    assert_close(
+        "cast f32->f16",
+        &g.to_dtype(DType::F16),
+        &c.to_dtype(DType::F16),
+        0.0,
+    );
     let h = c.to_dtype(DType::F16);
     let gh = h.to_device(&gpu()).unwrap();
-    assert_close("cast f16->f32", &gh.to_dtype(DType::F32), &h.to_dtype(DType::F32), 0.0);
+    assert_close(
+        "cast f16->f32",
+        &gh.to_dtype(DType::F32),
+        &h.to_dtype(DType::F32),
+        0.0,
+    );
 }
 
 /// A tensor above the 128 MiB storage-binding limit of llvmpipe is processed
@@ -103,10 +126,14 @@ fn cpu_twin_hand_values() {
     let col = Tensor::from_vec(vec![1.0, 2.0], &[2, 1], &Device::Cpu).unwrap();
     assert_eq!(x.sub(&col).to_vec_f32().unwrap(), vec![0.0, -3.0, 1.0, 2.0]);
     // geglu([h, g]) = h * gelu(g): gelu(0) = 0, gelu(1) = 0.8413447
-    let y = Tensor::from_vec(vec![2.0, 0.0, 3.0, 1.0], &[2, 2], &Device::Cpu).unwrap().geglu();
+    let y = Tensor::from_vec(vec![2.0, 0.0, 3.0, 1.0], &[2, 2], &Device::Cpu)
+        .unwrap()
+        .geglu();
     let v = y.to_vec_f32().unwrap();
     assert_eq!(v[0], 0.0);
     assert!((v[1] - 3.0 * 0.841_344_7).abs() < 1e-6);
-    let h = Tensor::from_vec(vec![1.0 / 3.0], &[1], &Device::Cpu).unwrap().to_dtype(DType::F16);
+    let h = Tensor::from_vec(vec![1.0 / 3.0], &[1], &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F16);
     assert_eq!(h.to_vec_f32().unwrap(), vec![0.333_251_95]);
 }

@@ -13,7 +13,12 @@ static CAST: Shader = crate::shader!("cast");
 
 /// Threads per workgroup, one element each.
 const WG: u32 = 256;
-static DEFINES: LazyLock<[Define; 1]> = LazyLock::new(|| [Define { name: "WG", value: WG }]);
+static DEFINES: LazyLock<[Define; 1]> = LazyLock::new(|| {
+    [Define {
+        name: "WG",
+        value: WG,
+    }]
+});
 
 fn kernel(entry: &'static str) -> Kernel {
     Kernel {
@@ -197,7 +202,16 @@ pub fn cast(x: &Tensor, dtype: DType) -> Tensor {
     let c = ctx(x);
     let out = new_tensor(&c, x.shape(), dtype);
     let to_f16 = dtype == DType::F16;
-    let defines = [Define { name: "WG", value: WG }, Define { name: "TO_F16", value: to_f16 as u32 }];
+    let defines = [
+        Define {
+            name: "WG",
+            value: WG,
+        },
+        Define {
+            name: "TO_F16",
+            value: to_f16 as u32,
+        },
+    ];
     // Window size by the wider (f32) side.
     for (start, len) in windows(x.elem_count(), c.max_binding_elems(DType::F32), 1) {
         let (xb, x_off) = c.bind(buf(x), x.dtype(), start, len);

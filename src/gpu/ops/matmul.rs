@@ -4,6 +4,13 @@ use crate::ops::matmul::{MatmulDims, MatmulOpts};
 use crate::ops::Variant;
 use crate::tensor::Tensor;
 
-pub fn matmul(_a: &Tensor, _b: &Tensor, _opts: &MatmulOpts, _d: MatmulDims, _out_shape: &[usize], _v: Variant) -> Tensor {
+pub fn matmul(
+    _a: &Tensor,
+    _b: &Tensor,
+    _opts: &MatmulOpts,
+    _d: MatmulDims,
+    _out_shape: &[usize],
+    _v: Variant,
+) -> Tensor {
     unimplemented!("GPU matmul")
 }

@@ -44,7 +44,10 @@ pub(crate) fn buf(t: &Tensor) -> &GpuBuffer {
 /// multiple of `granule` except possibly the last.
 pub(crate) fn windows(total: usize, max: usize, granule: usize) -> Vec<(usize, usize)> {
     let step = (max / granule).max(1) * granule;
-    (0..total.max(1)).step_by(step).map(|s| (s, step.min(total - s))).collect()
+    (0..total.max(1))
+        .step_by(step)
+        .map(|s| (s, step.min(total - s)))
+        .collect()
 }
 
 #[cfg(test)]

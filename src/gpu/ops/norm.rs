@@ -2,7 +2,14 @@
 
 use crate::tensor::Tensor;
 
-pub fn group_norm(_x: &Tensor, _groups: usize, _eps: f32, _gamma: &Tensor, _beta: &Tensor, _silu: bool) -> Tensor {
+pub fn group_norm(
+    _x: &Tensor,
+    _groups: usize,
+    _eps: f32,
+    _gamma: &Tensor,
+    _beta: &Tensor,
+    _silu: bool,
+) -> Tensor {
     unimplemented!("GPU group_norm")
 }
 

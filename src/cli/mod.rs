@@ -1,0 +1,4 @@
+//! One file per subcommand: argument struct and `run`.
+
+pub mod info;
+pub mod tokenize;
