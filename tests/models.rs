@@ -69,7 +69,9 @@ fn tolerance(dtype: DType) -> f64 {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
 }
 
 /// The golden tensors of one fixture.
@@ -85,7 +87,10 @@ impl Golden {
     }
 
     fn shape(&self, key: &str) -> Vec<usize> {
-        self.0.info(key).unwrap_or_else(|| panic!("golden has no {key}")).shape
+        self.0
+            .info(key)
+            .unwrap_or_else(|| panic!("golden has no {key}"))
+            .shape
     }
 
     fn tensor(&self, key: &str, device: &Device) -> Tensor {
@@ -99,7 +104,10 @@ fn check(what: &str, ours: &Tensor, golden: &Golden, key: &str, dtype: DType) {
     let a = ours.to_vec_f32().unwrap();
     let r = golden.values(key);
     let max_ref = r.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
-    let max_err = a.iter().zip(&r).fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
+    let max_err = a
+        .iter()
+        .zip(&r)
+        .fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
     let (num, den) = a.iter().zip(&r).fold((0.0f64, 0.0f64), |(n, d), (&x, &y)| {
         (n + (x as f64 - y as f64).powi(2), d + (y as f64).powi(2))
     });
@@ -138,13 +146,31 @@ fn clip(name: &str, backend: Backend, dtype: DType) {
     }
     // The two sequences are encoded separately and stacked for comparison.
     let stack = |v: &[Tensor]| Tensor::cat(&v.iter().collect::<Vec<_>>(), 0);
-    check(&format!("{name} last hidden"), &stack(&last), &g, "last_hidden", dtype);
-    check(&format!("{name} clip skip 2"), &stack(&skip2), &g, "clip_skip2_hidden", dtype);
+    check(
+        &format!("{name} last hidden"),
+        &stack(&last),
+        &g,
+        "last_hidden",
+        dtype,
+    );
+    check(
+        &format!("{name} clip skip 2"),
+        &stack(&skip2),
+        &g,
+        "clip_skip2_hidden",
+        dtype,
+    );
 
     let vector = g.values("inject_vector");
     let pos = g.values("inject_position")[0] as usize;
     let injected = model.forward(&ids[..n], &[(pos, &vector)], 1).unwrap();
-    check(&format!("{name} injected"), &injected, &g, "injected_hidden", dtype);
+    check(
+        &format!("{name} injected"),
+        &injected,
+        &g,
+        "injected_hidden",
+        dtype,
+    );
 }
 
 // ----- UNet ------------------------------------------------------------------
@@ -154,12 +180,24 @@ fn unet(name: &str, backend: Backend, dtype: DType) {
     let path = fixture(name).join("config.json");
     let cfg: UNetConfig = read_config(&path).unwrap();
     cfg.validate(&path).unwrap();
-    let model = UNet::load(source(name, "diffusion_pytorch_model.safetensors"), &cfg, &device, dtype).unwrap();
+    let model = UNet::load(
+        source(name, "diffusion_pytorch_model.safetensors"),
+        &cfg,
+        &device,
+        dtype,
+    )
+    .unwrap();
     let g = Golden::open(name);
     let latents = g.tensor("latents", &device);
     let context = g.tensor("context", &device);
     let noise = model.forward(&latents, &g.values("timesteps"), &context).unwrap();
-    check(&format!("{name} noise prediction"), &noise, &g, "noise_pred", dtype);
+    check(
+        &format!("{name} noise prediction"),
+        &noise,
+        &g,
+        "noise_pred",
+        dtype,
+    );
 }
 
 // ----- VAE -------------------------------------------------------------------
@@ -169,20 +207,54 @@ fn vae(name: &str, backend: Backend, dtype: DType) {
     let path = fixture(name).join("config.json");
     let cfg: VaeConfig = read_config(&path).unwrap();
     cfg.validate(&path).unwrap();
-    let model = Vae::load(source(name, "diffusion_pytorch_model.safetensors"), &cfg, &device, dtype).unwrap();
+    let model = Vae::load(
+        source(name, "diffusion_pytorch_model.safetensors"),
+        &cfg,
+        &device,
+        dtype,
+    )
+    .unwrap();
     let g = Golden::open(name);
 
     let post = model.encode(&g.tensor("image", &device), Tiling::Off).unwrap();
     check(&format!("{name} encode mean"), &post.mean, &g, "mean", dtype);
-    check(&format!("{name} encode logvar"), &post.logvar, &g, "logvar", dtype);
+    check(
+        &format!("{name} encode logvar"),
+        &post.logvar,
+        &g,
+        "logvar",
+        dtype,
+    );
     let image = model.decode(&g.tensor("latents", &device), Tiling::Off).unwrap();
     check(&format!("{name} decode"), &image, &g, "decoded", dtype);
 
-    let post = model.encode(&g.tensor("tiled_image", &device), Tiling::On).unwrap();
-    check(&format!("{name} tiled encode mean"), &post.mean, &g, "tiled_mean", dtype);
-    check(&format!("{name} tiled encode logvar"), &post.logvar, &g, "tiled_logvar", dtype);
-    let image = model.decode(&g.tensor("tiled_latents", &device), Tiling::On).unwrap();
-    check(&format!("{name} tiled decode"), &image, &g, "tiled_decoded", dtype);
+    let post = model
+        .encode(&g.tensor("tiled_image", &device), Tiling::On)
+        .unwrap();
+    check(
+        &format!("{name} tiled encode mean"),
+        &post.mean,
+        &g,
+        "tiled_mean",
+        dtype,
+    );
+    check(
+        &format!("{name} tiled encode logvar"),
+        &post.logvar,
+        &g,
+        "tiled_logvar",
+        dtype,
+    );
+    let image = model
+        .decode(&g.tensor("tiled_latents", &device), Tiling::On)
+        .unwrap();
+    check(
+        &format!("{name} tiled decode"),
+        &image,
+        &g,
+        "tiled_decoded",
+        dtype,
+    );
 }
 
 /// One test per (component, backend, dtype).
@@ -228,7 +300,13 @@ fn tiling_difference(name: &str, tile_px: usize, h: usize, w: usize) -> f64 {
     let path = fixture(name).join("config.json");
     let mut cfg: VaeConfig = read_config(&path).unwrap();
     cfg.sample_size = tile_px;
-    let model = Vae::load(source(name, "diffusion_pytorch_model.safetensors"), &cfg, &Device::Cpu, DType::F32).unwrap();
+    let model = Vae::load(
+        source(name, "diffusion_pytorch_model.safetensors"),
+        &cfg,
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
     let g = Golden::open(name);
     // Latents of the requested size, repeated from the golden's random latents.
     let src = g.values("tiled_latents");
@@ -256,8 +334,16 @@ fn tiled_decode_agrees_with_untiled() {
     for (name, h, w) in [("vae_a", 24, 20), ("vae_b", 40, 36)] {
         let small = tiling_difference(name, 32, h, w);
         let large = tiling_difference(name, 64, h, w);
-        eprintln!("{name}: tiled vs untiled mean relative difference {small:.3} (32 px tiles), {large:.3} (64 px)");
-        assert!(large < 0.6 * small, "{name}: larger tiles should agree better: {small} -> {large}");
-        assert!(large < 0.15, "{name}: tiled decode differs by {large} of the signal");
+        eprintln!(
+            "{name}: tiled vs untiled mean relative difference {small:.3} (32 px tiles), {large:.3} (64 px)"
+        );
+        assert!(
+            large < 0.6 * small,
+            "{name}: larger tiles should agree better: {small} -> {large}"
+        );
+        assert!(
+            large < 0.15,
+            "{name}: tiled decode differs by {large} of the signal"
+        );
     }
 }

@@ -130,7 +130,12 @@ impl ClipTextModel {
 
     /// Loads the encoder from `source`, with or without the `text_model.`
     /// prefix, reporting every missing, mis-shaped or unexpected weight.
-    pub fn load(source: Arc<dyn TensorSource>, cfg: &ClipConfig, device: &Device, dtype: DType) -> Result<Self> {
+    pub fn load(
+        source: Arc<dyn TensorSource>,
+        cfg: &ClipConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
         let vb = VarBuilder::new(source, device, dtype);
         let vb = if vb.contains(&format!("{TEXT_MODEL_PREFIX}.embeddings.token_embedding.weight")) {
             vb.pp(TEXT_MODEL_PREFIX)
@@ -172,7 +177,9 @@ impl ClipTextModel {
         let tokens = self.inject(&tokens, injected)?;
 
         // 2. Position embeddings 0..L-1.
-        let x = tokens.add(&self.position_embedding.narrow(0, 0, l)).reshape(&[1, l, d]); // [1, L, D]
+        let x = tokens
+            .add(&self.position_embedding.narrow(0, 0, l))
+            .reshape(&[1, l, d]); // [1, L, D]
 
         // 3. The transformer layers, stopping `clip_skip - 1` layers early.
         let used = self.layers.len() + 1 - clip_skip;
@@ -196,7 +203,12 @@ impl ClipTextModel {
             if pos > next {
                 pieces.push(tokens.narrow(0, next, pos - next));
             }
-            pieces.push(Tensor::from_f32(vector.to_vec(), &[1, d], self.dtype, &self.device)?);
+            pieces.push(Tensor::from_f32(
+                vector.to_vec(),
+                &[1, d],
+                self.dtype,
+                &self.device,
+            )?);
             next = pos + 1;
         }
         if next < tokens.dim(0) {
@@ -210,7 +222,11 @@ impl ClipTextModel {
         if ids.is_empty() || ids.len() > c.max_position_embeddings {
             return Err(Error::invalid(
                 "token ids",
-                format!("expected 1 to {} ids per chunk, found {}", c.max_position_embeddings, ids.len()),
+                format!(
+                    "expected 1 to {} ids per chunk, found {}",
+                    c.max_position_embeddings,
+                    ids.len()
+                ),
             ));
         }
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= c.vocab_size) {
@@ -232,13 +248,19 @@ impl ClipTextModel {
                 ));
             }
             if injected[..i].iter().any(|&(p, _)| p == pos) {
-                return Err(Error::invalid("injected embedding", format!("position {pos} given twice")));
+                return Err(Error::invalid(
+                    "injected embedding",
+                    format!("position {pos} given twice"),
+                ));
             }
         }
         if clip_skip == 0 || clip_skip > c.num_hidden_layers {
             return Err(Error::invalid(
                 "clip_skip",
-                format!("expected 1 (no skip) to {}, found {clip_skip}", c.num_hidden_layers),
+                format!(
+                    "expected 1 (no skip) to {}, found {clip_skip}",
+                    c.num_hidden_layers
+                ),
             ));
         }
         Ok(())

@@ -35,10 +35,13 @@ impl ResnetBlock2D {
         ResnetBlock2D {
             norm1: GroupNorm::new(&vb.pp("norm1"), c.groups, c.c_in, c.eps),
             conv1: Conv2d::new(&vb.pp("conv1"), c.c_in, c.c_out, 3, 1, 1),
-            time_emb_proj: c.temb.map(|t| Linear::new(&vb.pp("time_emb_proj"), t, c.c_out, true)),
+            time_emb_proj: c
+                .temb
+                .map(|t| Linear::new(&vb.pp("time_emb_proj"), t, c.c_out, true)),
             norm2: GroupNorm::new(&vb.pp("norm2"), c.groups, c.c_out, c.eps),
             conv2: Conv2d::new(&vb.pp("conv2"), c.c_out, c.c_out, 3, 1, 1),
-            conv_shortcut: (c.c_in != c.c_out).then(|| Conv2d::new(&vb.pp("conv_shortcut"), c.c_in, c.c_out, 1, 1, 0)),
+            conv_shortcut: (c.c_in != c.c_out)
+                .then(|| Conv2d::new(&vb.pp("conv_shortcut"), c.c_in, c.c_out, 1, 1, 0)),
             output_scale: c.output_scale as f32,
         }
     }

@@ -52,7 +52,15 @@ impl DownBlock {
         let n = cfg.layers_per_block;
         DownBlock {
             resnets: (0..n)
-                .map(|j| resnet(&vb.pp("resnets").pp(j), cfg, if j == 0 { c_in } else { c_out }, c_out, 1.0))
+                .map(|j| {
+                    resnet(
+                        &vb.pp("resnets").pp(j),
+                        cfg,
+                        if j == 0 { c_in } else { c_out },
+                        c_out,
+                        1.0,
+                    )
+                })
                 .collect(),
             attentions: if cross {
                 (0..n)

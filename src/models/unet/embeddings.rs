@@ -72,7 +72,10 @@ mod tests {
     fn sinusoid_layout() {
         // t = 0: sin 0 = 0, cos 0 = 1; flipped puts the cosines first.
         assert_eq!(timestep_sinusoids(&[0.0], 4, true, 0.0), vec![1.0, 1.0, 0.0, 0.0]);
-        assert_eq!(timestep_sinusoids(&[0.0], 4, false, 0.0), vec![0.0, 0.0, 1.0, 1.0]);
+        assert_eq!(
+            timestep_sinusoids(&[0.0], 4, false, 0.0),
+            vec![0.0, 0.0, 1.0, 1.0]
+        );
         // Frequency 1 of 2 with shift 0 is 10000^(-1/2) = 0.01.
         let v = timestep_sinusoids(&[100.0], 4, false, 0.0);
         assert!((v[1] - 1f32.sin()).abs() < 1e-6, "{v:?}");

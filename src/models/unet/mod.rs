@@ -46,7 +46,10 @@ impl UNet {
             down_blocks: (0..levels)
                 .map(|i| DownBlock::new(&vb.pp("down_blocks").pp(i), cfg, i))
                 .collect(),
-            mid_block: cfg.mid_block_type.as_ref().map(|_| MidBlock::new(&vb.pp("mid_block"), cfg)),
+            mid_block: cfg
+                .mid_block_type
+                .as_ref()
+                .map(|_| MidBlock::new(&vb.pp("mid_block"), cfg)),
             up_blocks: (0..levels)
                 .map(|i| UpBlock::new(&vb.pp("up_blocks").pp(i), cfg, i))
                 .collect(),
@@ -60,7 +63,12 @@ impl UNet {
     /// Loads the UNet from `source` (diffusers key names, no prefix), with
     /// weights stored as `dtype` on `device`; reports every missing,
     /// mis-shaped or unexpected weight at once.
-    pub fn load(source: Arc<dyn TensorSource>, cfg: &UNetConfig, device: &Device, dtype: DType) -> Result<UNet> {
+    pub fn load(
+        source: Arc<dyn TensorSource>,
+        cfg: &UNetConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<UNet> {
         let vb = VarBuilder::new(source, device, dtype);
         let unet = UNet::new(&vb, cfg);
         vb.finish("UNet", &[])?;
@@ -97,9 +105,20 @@ impl UNet {
 
         // 1. Time embedding: sinusoids on the host (f32), MLP on the device.
         //    Every resnet uses SiLU(temb), so it is applied once here.
-        let t: Vec<f32> = if timesteps.len() == 1 { vec![timesteps[0]; b] } else { timesteps.to_vec() };
+        let t: Vec<f32> = if timesteps.len() == 1 {
+            vec![timesteps[0]; b]
+        } else {
+            timesteps.to_vec()
+        };
         let c0 = self.cfg.block_out_channels[0];
-        let sinusoids = timestep_tensor(&t, c0, self.cfg.flip_sin_to_cos, self.cfg.freq_shift, self.dtype, &self.device)?;
+        let sinusoids = timestep_tensor(
+            &t,
+            c0,
+            self.cfg.flip_sin_to_cos,
+            self.cfg.freq_shift,
+            self.dtype,
+            &self.device,
+        )?;
         let temb = self.time_embedding.forward(&sinusoids).silu(); // [B, 4 C0]
 
         // 2. Input convolution.
@@ -150,7 +169,10 @@ impl UNet {
             ));
         }
         if !latents.device().same(&self.device) || !context.device().same(&self.device) {
-            return Err(Error::invalid("UNet inputs", "latents and context must be on the model's device"));
+            return Err(Error::invalid(
+                "UNet inputs",
+                "latents and context must be on the model's device",
+            ));
         }
         Ok(())
     }

@@ -138,7 +138,14 @@ impl Transformer2DModel {
             norm: GroupNorm::new(&vb.pp("norm"), c.groups, ch, 1e-6),
             proj_in: Linear::from_parts(w_in, Some(b_in)),
             blocks: (0..c.layers)
-                .map(|i| BasicTransformerBlock::new(&vb.pp("transformer_blocks").pp(i), inner, c.context_dim, c.heads))
+                .map(|i| {
+                    BasicTransformerBlock::new(
+                        &vb.pp("transformer_blocks").pp(i),
+                        inner,
+                        c.context_dim,
+                        c.heads,
+                    )
+                })
                 .collect(),
             proj_out: Conv2d::from_parts(w_out.reshape(&[ch, inner, 1, 1]), Some(b_out), 1, [0; 4]),
         }
@@ -147,7 +154,11 @@ impl Transformer2DModel {
     /// `x [B, C, H, W]`, `context [B, L, Dc]` -> `x + transformer(x)`.
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Tensor {
         let (b, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
-        let t = self.norm.forward(x, false).reshape(&[b, c, h * w]).transpose(1, 2); // [B, N, C]
+        let t = self
+            .norm
+            .forward(x, false)
+            .reshape(&[b, c, h * w])
+            .transpose(1, 2); // [B, N, C]
         let mut t = self.proj_in.forward(&t); // [B, N, I]
         for block in &self.blocks {
             t = block.forward(&t, context);

@@ -46,7 +46,8 @@ impl Encoder {
                             ResnetBlock2D::new(&vb.pp("resnets").pp(j), rc)
                         })
                         .collect(),
-                    downsampler: (i + 1 < levels).then(|| Downsample2D::new(&vb.pp("downsamplers").pp(0), c_out, 0)),
+                    downsampler: (i + 1 < levels)
+                        .then(|| Downsample2D::new(&vb.pp("downsamplers").pp(0), c_out, 0)),
                 }
             })
             .collect();

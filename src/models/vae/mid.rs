@@ -43,7 +43,11 @@ impl VaeAttention {
     /// `x [B, C, H, W]` -> `x + attn(x)`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (b, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
-        let t = self.group_norm.forward(x, false).reshape(&[b, c, h * w]).transpose(1, 2); // [B, N, C]
+        let t = self
+            .group_norm
+            .forward(x, false)
+            .reshape(&[b, c, h * w])
+            .transpose(1, 2); // [B, N, C]
         let q = self.to_q.forward(&t);
         let k = self.to_k.forward(&t);
         let v = self.to_v.forward(&t);

@@ -101,7 +101,11 @@ fn finite_values(t: &Tensor, stage: &str) -> Result<Vec<f32>> {
             "{stage} ({bad} of {} values, first at {i}: {}){}",
             v.len(),
             v[i],
-            if t.dtype() == DType::F16 { "; the SD VAE overflows in f16, run it in f32" } else { "" }
+            if t.dtype() == DType::F16 {
+                "; the SD VAE overflows in f16, run it in f32"
+            } else {
+                ""
+            }
         )));
     }
     Ok(v)
@@ -113,7 +117,9 @@ impl Vae {
         Vae {
             cfg: cfg.clone(),
             encoder: Encoder::new(&vb.pp("encoder"), cfg),
-            quant_conv: cfg.use_quant_conv.then(|| Conv2d::new(&vb.pp("quant_conv"), 2 * z, 2 * z, 1, 1, 0)),
+            quant_conv: cfg
+                .use_quant_conv
+                .then(|| Conv2d::new(&vb.pp("quant_conv"), 2 * z, 2 * z, 1, 1, 0)),
             post_quant_conv: cfg
                 .use_post_quant_conv
                 .then(|| Conv2d::new(&vb.pp("post_quant_conv"), z, z, 1, 1, 0)),
@@ -125,7 +131,12 @@ impl Vae {
 
     /// Loads the VAE (diffusers key names) with weights stored as `dtype`
     /// (f32 recommended) on `device`.
-    pub fn load(source: Arc<dyn TensorSource>, cfg: &VaeConfig, device: &Device, dtype: DType) -> Result<Vae> {
+    pub fn load(
+        source: Arc<dyn TensorSource>,
+        cfg: &VaeConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Vae> {
         let vb = VarBuilder::new(source, device, dtype);
         let vae = Vae::new(&vb, cfg);
         vb.finish("VAE", &[])?;
@@ -239,7 +250,10 @@ impl Vae {
             });
         }
         if !x.device().same(&self.device) {
-            return Err(Error::invalid(format!("VAE {what}"), "must be on the VAE's device"));
+            return Err(Error::invalid(
+                format!("VAE {what}"),
+                "must be on the VAE's device",
+            ));
         }
         Ok(())
     }

@@ -59,7 +59,7 @@ pub fn run_tiled(
 ) -> Result<HostImage> {
     let (h, w) = (input.dim(2), input.dim(3));
     let stride = geo.stride();
-    if stride == 0 || geo.tile_out % 4 != 0 || geo.tile_in % 4 != 0 {
+    if stride == 0 || !geo.tile_out.is_multiple_of(4) || !geo.tile_in.is_multiple_of(4) {
         return Err(Error::invalid(
             "VAE tile size",
             format!(
