@@ -13,6 +13,7 @@ pub mod error;
 pub mod gpu;
 pub mod models;
 pub mod ops;
+pub mod pipeline;
 pub mod tensor;
 pub mod weights;
 
