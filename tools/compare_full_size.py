@@ -109,7 +109,7 @@ def run(models, out, size):
 
         tensors["unet_latents"] = torch.randn(2, 4, s8, s8, generator=g)
         tensors["unet_timestep"] = torch.tensor([981.0])
-        tensors["unet_context"] = tensors["clip_last"]
+        tensors["unet_context"] = tensors["clip_last"].clone()
         t = time.time()
         tensors["unet_noise"] = models["unet"](tensors["unet_latents"], 981.0,
                                                encoder_hidden_states=tensors["unet_context"]).sample
