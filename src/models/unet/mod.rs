@@ -147,18 +147,18 @@ impl UNet {
     }
 
     fn check_inputs(&self, latents: &Tensor, timesteps: &[f32], context: &Tensor) -> Result<()> {
-        let b = latents.dim(0);
         if latents.rank() != 4 || latents.dim(1) != self.cfg.in_channels {
             return Err(Error::Shape {
-                what: "UNet latents [B, C, H, W]".into(),
-                expected: vec![b, self.cfg.in_channels, 0, 0],
+                what: "UNet latents [B, C, H, W] (0: any size)".into(),
+                expected: vec![0, self.cfg.in_channels, 0, 0],
                 found: latents.shape().to_vec(),
             });
         }
+        let b = latents.dim(0);
         if context.rank() != 3 || context.dim(0) != b || context.dim(2) != self.cfg.cross_attention_dim {
             return Err(Error::Shape {
-                what: "UNet context [B, L, cross_attention_dim]".into(),
-                expected: vec![b, 77, self.cfg.cross_attention_dim],
+                what: "UNet context [B, L, cross_attention_dim] (0: any size)".into(),
+                expected: vec![b, 0, self.cfg.cross_attention_dim],
                 found: context.shape().to_vec(),
             });
         }

@@ -244,8 +244,8 @@ impl Vae {
     fn check_input(&self, x: &Tensor, channels: usize, what: &str) -> Result<()> {
         if x.rank() != 4 || x.dim(1) != channels {
             return Err(Error::Shape {
-                what: format!("VAE {what} [B, C, H, W]"),
-                expected: vec![x.shape().first().copied().unwrap_or(1), channels, 0, 0],
+                what: format!("VAE {what} [B, C, H, W] (0: any size)"),
+                expected: vec![0, channels, 0, 0],
                 found: x.shape().to_vec(),
             });
         }
