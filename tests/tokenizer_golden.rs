@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use sd_wgpu::text::ClipTokenizer;
+use serde::Deserialize;
 
 /// ftfy repairs that `src/text/clean.rs` documents as not reproduced.
 const NOT_REPRODUCED: &[&str] = &["fix_encoding", "decode_inconsistent_utf8"];
@@ -43,7 +43,10 @@ fn matches_openai_clip_tokenizer() {
     let text = include_str!("fixtures/tokenizer_golden.json");
     let golden: Golden = serde_json::from_str(text).expect("golden file parses");
     assert_eq!(golden.cases.len(), golden.meta.count);
-    assert!(golden.cases.len() >= 2000, "the golden set must have at least 2000 prompts");
+    assert!(
+        golden.cases.len() >= 2000,
+        "the golden set must have at least 2000 prompts"
+    );
 
     let tok = ClipTokenizer::embedded();
     let mut exact = 0;

@@ -57,9 +57,12 @@ fn fix_segment(segment: &str, unescape_html: bool) -> String {
         } else {
             text.clone()
         };
-        next = next.chars().flat_map(fix_char).collect();
+        next = map_chars(&next, fix_c1_control);
+        next = map_chars(&next, fix_latin_ligature);
+        next = map_chars(&next, fix_character_width);
+        next = map_chars(&next, uncurl_quote);
         next = ANSI_ESCAPE.replace_all(&next, "").into_owned();
-        next = next.chars().filter(|&c| !is_unwanted_control(c)).collect();
+        next.retain(|c| !is_unwanted_control(c));
         next = nfc(&next);
         if next == text {
             break;
@@ -69,62 +72,68 @@ fn fix_segment(segment: &str, unescape_html: bool) -> String {
     text
 }
 
-/// The per-character fixes: C1 controls, Latin ligatures, width forms, curly quotes.
-fn fix_char(c: char) -> CharFix {
+/// Applies a per-character fix to every character of `text`.
+fn map_chars(text: &str, fix: fn(char, &mut String)) -> String {
+    let mut out = String::with_capacity(text.len());
+    text.chars().for_each(|c| fix(c, &mut out));
+    out
+}
+
+/// `fix_c1_controls`: a C1 control character is a Windows-1252 byte decoded as Latin-1.
+fn fix_c1_control(c: char, out: &mut String) {
     match c {
-        // fix_c1_controls: a C1 control is a Windows-1252 byte decoded as Latin-1.
-        '\u{80}'..='\u{9F}' => CharFix::One(html::WINDOWS_1252_C1[c as usize - 0x80]),
-        // fix_latin_ligatures
-        'Ĳ' => CharFix::Str("IJ"),
-        'ĳ' => CharFix::Str("ij"),
-        'ŉ' => CharFix::Str("ʼn"),
-        'Ǳ' => CharFix::Str("DZ"),
-        'ǲ' => CharFix::Str("Dz"),
-        'ǳ' => CharFix::Str("dz"),
-        'Ǆ' => CharFix::Str("DŽ"),
-        'ǅ' => CharFix::Str("Dž"),
-        'ǆ' => CharFix::Str("dž"),
-        'Ǉ' => CharFix::Str("LJ"),
-        'ǈ' => CharFix::Str("Lj"),
-        'ǉ' => CharFix::Str("lj"),
-        'Ǌ' => CharFix::Str("NJ"),
-        'ǋ' => CharFix::Str("Nj"),
-        'ǌ' => CharFix::Str("nj"),
-        'ﬀ' => CharFix::Str("ff"),
-        'ﬁ' => CharFix::Str("fi"),
-        'ﬂ' => CharFix::Str("fl"),
-        'ﬃ' => CharFix::Str("ffi"),
-        'ﬄ' => CharFix::Str("ffl"),
-        'ﬅ' => CharFix::Str("ſt"),
-        'ﬆ' => CharFix::Str("st"),
-        // fix_character_width: ideographic space and the halfwidth/fullwidth forms block.
-        '\u{3000}' => CharFix::One(' '),
-        '\u{FF01}'..='\u{FFEF}' => CharFix::Owned(nfkc(&c.to_string())),
-        // uncurl_quotes
-        '\u{2BC}' | '\u{2018}'..='\u{201B}' => CharFix::One('\''),
-        '\u{201C}'..='\u{201F}' => CharFix::One('"'),
-        _ => CharFix::One(c),
+        '\u{80}'..='\u{9F}' => out.push(html::WINDOWS_1252_C1[c as usize - 0x80]),
+        _ => out.push(c),
     }
 }
 
-/// What one character becomes; iterated by `flat_map`.
-enum CharFix {
-    One(char),
-    Str(&'static str),
-    Owned(String),
+/// `fix_latin_ligatures`: typographic ligatures and legacy digraph characters.
+fn fix_latin_ligature(c: char, out: &mut String) {
+    let letters = match c {
+        'Ĳ' => "IJ",
+        'ĳ' => "ij",
+        'ŉ' => "ʼn",
+        'Ǳ' => "DZ",
+        'ǲ' => "Dz",
+        'ǳ' => "dz",
+        'Ǆ' => "DŽ",
+        'ǅ' => "Dž",
+        'ǆ' => "dž",
+        'Ǉ' => "LJ",
+        'ǈ' => "Lj",
+        'ǉ' => "lj",
+        'Ǌ' => "NJ",
+        'ǋ' => "Nj",
+        'ǌ' => "nj",
+        'ﬀ' => "ff",
+        'ﬁ' => "fi",
+        'ﬂ' => "fl",
+        'ﬃ' => "ffi",
+        'ﬄ' => "ffl",
+        'ﬅ' => "ſt",
+        'ﬆ' => "st",
+        _ => return out.push(c),
+    };
+    out.push_str(letters);
 }
 
-impl IntoIterator for CharFix {
-    type Item = char;
-    type IntoIter = std::vec::IntoIter<char>;
-    fn into_iter(self) -> Self::IntoIter {
-        match self {
-            CharFix::One(c) => vec![c],
-            CharFix::Str(s) => s.chars().collect(),
-            CharFix::Owned(s) => s.chars().collect(),
-        }
-        .into_iter()
+/// `fix_character_width`: the ideographic space and the halfwidth / fullwidth forms
+/// block become their ordinary forms (their NFKC).
+fn fix_character_width(c: char, out: &mut String) {
+    match c {
+        '\u{3000}' => out.push(' '),
+        '\u{FF01}'..='\u{FFEF}' => out.push_str(&nfkc(c)),
+        _ => out.push(c),
     }
+}
+
+/// `uncurl_quotes`: curly (and modifier-letter) quotes become ASCII quotes.
+fn uncurl_quote(c: char, out: &mut String) {
+    out.push(match c {
+        '\u{2BC}' | '\u{2018}'..='\u{201B}' => '\'',
+        '\u{201C}'..='\u{201F}' => '"',
+        _ => c,
+    });
 }
 
 /// ftfy's `remove_control_chars`: C0 controls other than tab / newlines / form feed,
@@ -169,8 +178,8 @@ fn nfc(text: &str) -> String {
     n.get().to_string()
 }
 
-fn nfkc(text: &str) -> String {
-    let mut n = NormalizedString::from(text);
+fn nfkc(c: char) -> String {
+    let mut n = NormalizedString::from(c.to_string().as_str());
     n.nfkc();
     n.get().to_string()
 }
@@ -185,7 +194,10 @@ mod tests {
         let cases = [
             ("  A Photo\tof\n a CAT  ", "a photo of a cat"),
             ("don\u{2019}t \u{201C}x\u{201D}", "don't \"x\""),
-            ("\u{FB01}ne \u{FF54}\u{FF45}\u{FF53}\u{FF54}\u{3000}x", "fine test x"),
+            (
+                "\u{FB01}ne \u{FF54}\u{FF45}\u{FF53}\u{FF54}\u{3000}x",
+                "fine test x",
+            ),
             ("P&EACUTE;REZ &amp;amp;amp;", "pérez &"),
             ("<b>&amp;amp;amp;</b>", "<b>&amp;</b>"),
             ("\x1b[31mred\x1b[0m", "red"),

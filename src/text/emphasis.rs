@@ -18,10 +18,21 @@ use super::CHUNK_LEN;
 /// A chunk whose weights are all 1.0 is left untouched; one whose weighted mean is zero
 /// (which A1111 would turn into NaN) is left weighted but not rescaled.
 pub fn apply_emphasis(hidden: &mut [f32], weights: &[f32], width: usize) {
-    assert_eq!(weights.len() % CHUNK_LEN, 0, "weights must cover whole 77-token chunks");
-    assert_eq!(hidden.len(), weights.len() * width, "hidden must be [chunks * 77, width]");
+    assert_eq!(
+        weights.len() % CHUNK_LEN,
+        0,
+        "weights must cover whole 77-token chunks"
+    );
+    assert_eq!(
+        hidden.len(),
+        weights.len() * width,
+        "hidden must be [chunks * 77, width]"
+    );
     // [77, width] and [77] per chunk
-    for (chunk, chunk_weights) in hidden.chunks_mut(CHUNK_LEN * width).zip(weights.chunks(CHUNK_LEN)) {
+    for (chunk, chunk_weights) in hidden
+        .chunks_mut(CHUNK_LEN * width)
+        .zip(weights.chunks(CHUNK_LEN))
+    {
         if chunk_weights.iter().all(|&w| w == 1.0) {
             continue;
         }
@@ -57,7 +68,11 @@ mod tests {
         apply_emphasis(&mut hidden, &weights, width);
         let k = 77.0 / 78.0;
         let close = |a: f32, b: f64| (a as f64 - b).abs() < 1e-6;
-        assert!(close(hidden[2], 2.0 * k) && close(hidden[3], 6.0 * k), "{:?}", &hidden[2..4]);
+        assert!(
+            close(hidden[2], 2.0 * k) && close(hidden[3], 6.0 * k),
+            "{:?}",
+            &hidden[2..4]
+        );
         for row in [0, 2, 40, 76] {
             assert!(close(hidden[row * 2], k) && close(hidden[row * 2 + 1], 3.0 * k));
         }

@@ -26,7 +26,7 @@
 pub mod chunks;
 pub mod clean;
 pub mod emphasis;
-pub mod html;
+mod html;
 pub mod prompt;
 pub mod tokenizer;
 pub mod triggers;

@@ -68,7 +68,10 @@ pub fn parse(prompt: &str) -> Result<Vec<Piece>> {
             let weight: f64 = number.as_str().parse().map_err(|_| {
                 Error::invalid(
                     "prompt",
-                    format!("emphasis weight {:?} in {token:?} is not a number", number.as_str()),
+                    format!(
+                        "emphasis weight {:?} in {token:?} is not a number",
+                        number.as_str()
+                    ),
                 )
             })?;
             round.pop();

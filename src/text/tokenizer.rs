@@ -75,10 +75,14 @@ impl ClipTokenizer {
         }
     }
 
-    fn from_parts(vocab_json: &str, vocab_origin: &Path, merges_txt: &str, merges_origin: &Path) -> Result<Self> {
-        let vocab: HashMap<String, u32> = serde_json::from_str(vocab_json).map_err(|e| {
-            Error::bad_file(vocab_origin, format!("not a JSON object of token -> id: {e}"))
-        })?;
+    fn from_parts(
+        vocab_json: &str,
+        vocab_origin: &Path,
+        merges_txt: &str,
+        merges_origin: &Path,
+    ) -> Result<Self> {
+        let vocab: HashMap<String, u32> = serde_json::from_str(vocab_json)
+            .map_err(|e| Error::bad_file(vocab_origin, format!("not a JSON object of token -> id: {e}")))?;
         check_vocab(&vocab, vocab_origin)?;
         let merges = parse_merges(merges_txt, &vocab).map_err(|msg| Error::bad_file(merges_origin, msg))?;
 
@@ -211,7 +215,11 @@ fn parse_merges(text: &str, vocab: &HashMap<String, u32>) -> Result<Vec<(String,
             return Err(format!("line {}: expected two tokens, found {line:?}", n + 1));
         };
         if !vocab.contains_key(&format!("{left}{right}")) {
-            return Err(format!("line {}: merge result {:?} is not in the vocabulary", n + 1, format!("{left}{right}")));
+            return Err(format!(
+                "line {}: merge result {:?} is not in the vocabulary",
+                n + 1,
+                format!("{left}{right}")
+            ));
         }
         merges.push((left.to_string(), right.to_string()));
     }
@@ -233,7 +241,9 @@ fn byte_of_symbol(c: char) -> Option<u8> {
     if code < 256 {
         return is_printable_byte(code as u8).then_some(code as u8);
     }
-    (0..=255u8).filter(|&b| !is_printable_byte(b)).nth((code - 256) as usize)
+    (0..=255u8)
+        .filter(|&b| !is_printable_byte(b))
+        .nth((code - 256) as usize)
 }
 
 fn is_printable_byte(b: u8) -> bool {
@@ -263,7 +273,10 @@ mod tests {
         assert!(!ids.contains(&BOS) && !ids.contains(&EOS), "{ids:?}");
         // CLIP's words `<|`, `endoftext`, `|>`, each ending in `</w>`.
         let shown: String = ids.iter().map(|&id| tok.display(id)).collect();
-        assert_eq!(shown.replace("</w>", " "), "a <| endoftext |> b <| startoftext |> ");
+        assert_eq!(
+            shown.replace("</w>", " "),
+            "a <| endoftext |> b <| startoftext |> "
+        );
     }
 
     #[test]
@@ -289,15 +302,38 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("vocab.json"), r#"{"a": 0}"#).unwrap();
         std::fs::write(dir.join("merges.txt"), "#version: 0.2\n").unwrap();
-        let err = ClipTokenizer::from_dir(&dir).err().expect("must fail").to_string();
+        let err = ClipTokenizer::from_dir(&dir)
+            .err()
+            .expect("must fail")
+            .to_string();
         assert!(err.contains("vocab.json") && err.contains("49408"), "{err}");
         std::fs::write(dir.join("vocab.json"), EMBEDDED_VOCAB).unwrap();
         std::fs::write(dir.join("merges.txt"), "#version: 0.2\ni n\nzzq qq\n").unwrap();
-        let err = ClipTokenizer::from_dir(&dir).err().expect("must fail").to_string();
+        let err = ClipTokenizer::from_dir(&dir)
+            .err()
+            .expect("must fail")
+            .to_string();
         assert!(err.contains("merges.txt") && err.contains("line 3"), "{err}");
         std::fs::write(dir.join("merges.txt"), EMBEDDED_MERGES).unwrap();
         let tok = ClipTokenizer::from_dir(&dir).expect("a copy of the embedded files loads");
         assert_eq!(tok.encode("a photo of a cat"), [320, 1125, 539, 320, 2368]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn model_dir_tokenizer_is_preferred() {
+        let model = std::env::temp_dir().join(format!("sd-wgpu-model-{}", std::process::id()));
+        std::fs::create_dir_all(model.join("tokenizer")).unwrap();
+        assert!(
+            ClipTokenizer::for_model_dir(&model).is_ok(),
+            "no vocab.json: embedded"
+        );
+        std::fs::write(model.join("tokenizer/vocab.json"), "[]").unwrap();
+        std::fs::write(model.join("tokenizer/merges.txt"), "#version: 0.2\n").unwrap();
+        let err = ClipTokenizer::for_model_dir(&model)
+            .err()
+            .expect("the folder's own files are read");
+        assert!(err.to_string().contains("tokenizer/vocab.json"), "{err}");
+        std::fs::remove_dir_all(&model).unwrap();
     }
 }

@@ -100,17 +100,13 @@ impl Triggers {
     pub fn vector_count(&self, index: usize) -> usize {
         self.entries[index].1
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub(crate) fn embedding(trigger: &str, n: usize, width: usize) -> Embedding {
+    fn embedding(trigger: &str, n: usize, width: usize) -> Embedding {
         Embedding {
             trigger: trigger.into(),
             n,
@@ -137,7 +133,10 @@ mod tests {
         let tok = ClipTokenizer::embedded();
         let err = |embs: &[Embedding]| Triggers::new(&tok, embs, 768).unwrap_err().to_string();
         let e = err(&[embedding("<style>", 1, 1024)]);
-        assert!(e.contains("1024") && e.contains("768") && e.contains("<style>"), "{e}");
+        assert!(
+            e.contains("1024") && e.contains("768") && e.contains("<style>"),
+            "{e}"
+        );
         let e = err(&[embedding("cat", 1, 768)]);
         assert!(e.contains("vocabulary token") && e.contains("cat</w>"), "{e}");
         let e = err(&[embedding("<a-b>", 2, 768), embedding("<A-B>", 1, 768)]);
