@@ -162,6 +162,21 @@ fn embedding_takes_n_positions_with_the_piece_weight() {
 }
 
 #[test]
+fn injection_points_at_its_vector_row() {
+    let tok = ClipTokenizer::embedded();
+    let mut emb = embedding("<two-rows>", 2);
+    emb.vectors[768..].fill(-1.0);
+    let embs = [emb];
+    let triggers = Triggers::new(&tok, &embs, 768).unwrap();
+    let p = chunk_prompt(&tok, &triggers, "<two-rows>").unwrap();
+    let [first, second] = p.chunks[0].injected[..] else {
+        panic!("two vectors expected")
+    };
+    assert_eq!(first.vector(&embs), &embs[0].vectors[..768]);
+    assert!(second.vector(&embs).iter().all(|&x| x == -1.0));
+}
+
+#[test]
 fn embedding_is_never_split_across_chunks() {
     let tok = ClipTokenizer::embedded();
     let embs = [embedding("<wide-style>", 4)];

@@ -16,6 +16,7 @@
 
 use super::prompt::{self, Piece};
 use super::{ClipTokenizer, Triggers, BOS, CHUNK_LEN, CHUNK_TOKENS, EOS};
+use crate::checkpoint::Embedding;
 use crate::Result;
 
 /// How far back (in tokens) the last comma may be for a full chunk to break there.
@@ -34,6 +35,14 @@ pub struct Injection {
     pub embedding: usize,
     /// Row of that embedding's `[n, width]` vectors.
     pub row: usize,
+}
+
+impl Injection {
+    /// The `[width]` vector this position takes.
+    pub fn vector<'a>(&self, embeddings: &'a [Embedding]) -> &'a [f32] {
+        let emb = &embeddings[self.embedding];
+        &emb.vectors[self.row * emb.width..(self.row + 1) * emb.width]
+    }
 }
 
 /// One 77-token CLIP input.

@@ -203,12 +203,19 @@ fn check_vocab(vocab: &HashMap<String, u32>, origin: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The merges of CLIP's vocabulary: the BPE file's first 48894 (49408 minus byte symbols
+/// and control tokens). CLIP and transformers' original tokenizer read no further.
+const CLIP_MERGES: usize = VOCAB_SIZE - 512 - 2;
+
 /// `merges.txt`: an optional `#version` header, then one `left right` pair per line.
 fn parse_merges(text: &str, vocab: &HashMap<String, u32>) -> Result<Vec<(String, String)>, String> {
     let mut merges = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if (n == 0 && line.starts_with("#version")) || line.trim().is_empty() {
             continue;
+        }
+        if merges.len() == CLIP_MERGES {
+            break;
         }
         let mut parts = line.split(' ');
         let (Some(left), Some(right), None) = (parts.next(), parts.next(), parts.next()) else {
