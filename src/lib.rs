@@ -15,6 +15,7 @@ pub mod models;
 pub mod ops;
 pub mod pipeline;
 pub mod tensor;
+pub mod text;
 pub mod weights;
 
 pub use device::{Backend, Device};
