@@ -65,6 +65,12 @@ pub struct UNetConfig {
     pub conv_out_kernel: usize,
     pub time_cond_proj_dim: Option<usize>,
     pub mid_block_scale_factor: f64,
+    /// Variants that change the arithmetic without changing the weights
+    /// (so loading would not notice them); refused unless at their defaults.
+    pub resnet_out_scale_factor: f64,
+    pub resnet_skip_time_act: bool,
+    pub time_embedding_act_fn: Option<String>,
+    pub timestep_post_act: Option<String>,
 }
 
 impl Default for UNetConfig {
@@ -114,6 +120,10 @@ impl Default for UNetConfig {
             conv_out_kernel: 3,
             time_cond_proj_dim: None,
             mid_block_scale_factor: 1.0,
+            resnet_out_scale_factor: 1.0,
+            resnet_skip_time_act: false,
+            time_embedding_act_fn: None,
+            timestep_post_act: None,
         }
     }
 }
@@ -192,6 +202,17 @@ impl UNetConfig {
                 "time_cond_proj_dim/only_cross_attention/center_input_sample",
                 "set".into(),
                 "defaults",
+            );
+        }
+        if self.resnet_out_scale_factor != 1.0
+            || self.resnet_skip_time_act
+            || self.time_embedding_act_fn.is_some()
+            || self.timestep_post_act.is_some()
+        {
+            return bad(
+                "resnet_out_scale_factor/resnet_skip_time_act/time_embedding_act_fn/timestep_post_act",
+                "set".into(),
+                "defaults (1.0/false/null/null)",
             );
         }
         if self.conv_in_kernel != 3 || self.conv_out_kernel != 3 {
@@ -375,6 +396,12 @@ mod tests {
             e.contains("down_block_types") && e.contains("SimpleCrossAttnDownBlock2D"),
             "{e}"
         );
+        let c = UNetConfig {
+            timestep_post_act: Some("silu".into()),
+            ..Default::default()
+        };
+        let e = c.validate(Path::new("x/config.json")).unwrap_err().to_string();
+        assert!(e.contains("timestep_post_act"), "{e}");
     }
 
     #[test]
