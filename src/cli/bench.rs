@@ -117,11 +117,16 @@ impl Timing {
     fn report(&self, what: &str, macs: f64, device: &Device) {
         let mean = self.secs.iter().sum::<f64>() / self.secs.len() as f64;
         let best = self.secs.iter().cloned().fold(f64::INFINITY, f64::min);
+        let rate = 2.0 * macs / best;
+        let rate = if rate >= 1e12 {
+            format!("{:.2} TFLOP/s", rate / 1e12)
+        } else {
+            format!("{:.1} GFLOP/s", rate / 1e9)
+        };
         println!(
-            "{what}: {mean:.3} s mean, {best:.3} s best of {}; {:.2} TMAC -> {:.2} TFLOP/s (best)",
+            "{what}: {mean:.3} s mean, {best:.3} s best of {}; {:.3} TMAC -> {rate} (best)",
             self.secs.len(),
             macs / 1e12,
-            2.0 * macs / best / 1e12
         );
         if let Some(m) = memory_summary(device) {
             println!("  memory: {m}");
