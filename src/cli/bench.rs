@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use sd_wgpu::models::config::{ClipConfig, UNetConfig, VaeConfig};
-use sd_wgpu::models::{flops, memory_summary, ClipTextModel, Tiling, UNet, Vae};
+use sd_wgpu::models::{default_dtype, flops, memory_summary, ClipTextModel, Component, Tiling, UNet, Vae};
 use sd_wgpu::weights::VarBuilder;
 use sd_wgpu::{Backend, DType, Device, Tensor};
 
@@ -21,7 +21,8 @@ pub struct Args {
     /// auto, gpu or cpu (default: $SD_WGPU_BACKEND, else auto).
     #[arg(long)]
     pub backend: Option<String>,
-    /// Storage type of the UNet and text encoder: f16 or f32 (default f16 on GPU, f32 on CPU).
+    /// Storage type of the UNet and text encoder: f16 or f32 (default f16 on
+    /// a GPU with shader f16, else f32).
     #[arg(long)]
     pub dtype: Option<String>,
     /// Storage type of the VAE.
@@ -151,8 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let device = backend.open()?;
     let dtype: DType = match &args.dtype {
         Some(d) => d.parse()?,
-        None if device.is_gpu() => DType::F16,
-        None => DType::F32,
+        None => default_dtype(&device, Component::UNet),
     };
     let vae_dtype: DType = args.vae_dtype.parse()?;
     let hardware = device.gpu().is_some_and(|c| !c.caps().software);

@@ -13,7 +13,27 @@ pub use clip::ClipTextModel;
 pub use unet::UNet;
 pub use vae::{Posterior, Tiling, Vae};
 
-use crate::Device;
+use crate::{DType, Device};
+
+/// The three networks, for per-component defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    TextEncoder,
+    UNet,
+    Vae,
+}
+
+/// The storage type a component runs in unless the user asks otherwise:
+/// f16 for the text encoder and UNet on a GPU with shader f16 (arithmetic
+/// stays f32), f32 on the CPU and for the VAE everywhere (the SD VAE
+/// overflows f16).
+pub fn default_dtype(device: &Device, component: Component) -> DType {
+    let f16 = device.gpu().is_some_and(|c| c.caps().f16);
+    match component {
+        Component::TextEncoder | Component::UNet if f16 => DType::F16,
+        _ => DType::F32,
+    }
+}
 
 /// GPU memory held by tensors now and at the peak since the last
 /// `GpuContext::reset_peak_memory`, for verbose output and benchmarks
