@@ -141,9 +141,23 @@ struct UpsampleParams {
     w: u32,
     oh: u32,
     ow: u32,
+    scale_h: f32,  // h / oh and w / ow, divided on the host (correctly rounded)
+    scale_w: f32,
 }
 
 @group(0) @binding(0) var<uniform> pu: UpsampleParams;
+
+// PyTorch's source index, as `nearest_src` in src/cpu/layout.rs (an f32
+// product is correctly rounded in WGSL, so both sides agree exactly).
+fn nearest(dst: u32, len_in: u32, len_out: u32, scale: f32) -> u32 {
+    if (len_out == len_in) {
+        return dst;
+    }
+    if (len_out == 2u * len_in) {
+        return dst / 2u;
+    }
+    return min(u32(floor(f32(dst) * scale)), len_in - 1u);
+}
 
 @compute @workgroup_size(WG)
 fn upsample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -157,8 +171,8 @@ fn upsample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let r = i - plane * area;
     let oy = r / pu.ow;
     let ox = r - oy * pu.ow;
-    // PyTorch's rule: src = floor(dst * in / out).
-    let src = plane * pu.h * pu.w + (oy * pu.h / pu.oh) * pu.w + ox * pu.w / pu.ow;
+    let src = plane * pu.h * pu.w + nearest(oy, pu.h, pu.oh, pu.scale_h) * pu.w
+        + nearest(ox, pu.w, pu.ow, pu.scale_w);
     o[pu.o_off + i] = x[pu.x_off + src];
 }
 

@@ -86,10 +86,16 @@ impl Tensor {
     }
 
     /// Nearest-neighbour upsampling of `[N, C, H, W]` to `[N, C, out_h, out_w]`
-    /// with PyTorch's rule `src = floor(dst * in / out)`. `(2H, 2W)` is SD's
-    /// upsampler; other sizes serve `forward_upsample_size`.
+    /// with PyTorch's rule `src = floor(dst * (in / out))` (scale and product
+    /// in f32, as `F.interpolate(size=..)`). `(2H, 2W)` is SD's upsampler;
+    /// other sizes serve `forward_upsample_size`.
     pub fn upsample_nearest(&self, out_h: usize, out_w: usize) -> Tensor {
         assert_eq!(self.rank(), 4, "upsample: input {:?}", self.shape());
+        assert!(
+            self.dim(2) * self.dim(3) > 0 || out_h * out_w == 0,
+            "upsample: empty input plane {:?} to {out_h}x{out_w}",
+            self.shape()
+        );
         if self.is_gpu() {
             gpu::ops::layout::upsample_nearest(self, out_h, out_w)
         } else {

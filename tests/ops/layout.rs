@@ -189,10 +189,13 @@ fn upsample() {
     let mut rng = Rng::new(36);
     for dt in DTYPES {
         // SD's 2x upsampler, diffusers' forward_upsample_size (7x5 -> 13x11), a shrink.
+        // 26 -> 44 and 28 -> 46 hit PyTorch's f32 scale rounding down at an
+        // exact integer.
         for (shape, oh, ow) in [
             ([2, 320, 32, 32], 64, 64),
             ([1, 3, 7, 5], 13, 11),
             ([2, 2, 13, 11], 7, 5),
+            ([1, 2, 26, 28], 44, 46),
         ] {
             let x = values(&mut rng, &shape, dt);
             assert_exact(
@@ -264,6 +267,11 @@ fn cpu_twin_hand_values() {
     assert_eq!(&up[..5], &row0);
     assert_eq!(&up[5..10], &row0);
     assert_eq!(&up[10..], &[4.0, 4.0, 5.0, 5.0, 6.0]);
+    // PyTorch (F.interpolate(size=(1, 44)) on 26 columns) reads columns 12,
+    // 12, 13 for outputs 21..24: exact arithmetic would give 22 * 26 / 44 = 13
+    // for output 22.
+    let row = Tensor::from_vec((0..26).map(|i| i as f32).collect(), &[1, 1, 1, 26], cpu).unwrap();
+    assert_eq!(v(row.upsample_nearest(1, 44))[21..24], [12.0, 12.0, 13.0]);
     assert_eq!(
         v(Tensor::embedding(&x, &[1, 1, 0])),
         vec![4.0, 5.0, 6.0, 4.0, 5.0, 6.0, 1.0, 2.0, 3.0]

@@ -13,7 +13,8 @@
 use std::sync::LazyLock;
 
 use super::{buf, ctx, new_tensor, windows};
-use crate::gpu::{grid_1d, Binding, Define, Dispatch, GpuContext, Kernel, Shader};
+use crate::cpu::layout::nearest_scale;
+use crate::gpu::{f32_word, grid_1d, Binding, Define, Dispatch, GpuContext, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
 static LAYOUT: Shader = crate::shader!("layout");
@@ -348,7 +349,10 @@ pub fn upsample_nearest(x: &Tensor, out_h: usize, out_w: usize) -> Tensor {
     for (p0, np) in windows(n * ch, per, 1) {
         let (xb, x_off) = c.bind(buf(x), dt, p0 * plane_in, np * plane_in);
         let (ob, o_off) = c.bind(buf(&out), dt, p0 * plane_out, np * plane_out);
-        let params = [np * plane_out, x_off as usize, o_off as usize, h, w, out_h, out_w].map(|v| v as u32);
+        let mut params = [np * plane_out, x_off as usize, o_off as usize, h, w, out_h, out_w]
+            .map(|v| v as u32)
+            .to_vec();
+        params.extend([nearest_scale(h, out_h), nearest_scale(w, out_w)].map(f32_word));
         dispatch(
             &c,
             "upsample",
