@@ -55,35 +55,35 @@ struct Ids {
 
 var<private> ids: Ids;
 
-// One slot per thread: enough for the tree and for any subgroup count.
-var<workgroup> red: array<vec2<f32>, WG>;
+// One slot per thread: enough for the tree and for any subgroup count. Each
+// of the two sums of `block_stats` has its own row, so no barrier is needed
+// after reading one before the other is written.
+var<workgroup> red: array<array<vec2<f32>, WG>, 2>;
 
-// Sum of `v` over the workgroup, returned to every thread.
-fn wg_sum(v: vec2<f32>) -> vec2<f32> {
+// Sum of `v` over the workgroup through row `k` of `red`, returned to every thread.
+fn wg_sum(v: vec2<f32>, k: u32) -> vec2<f32> {
 #if SUBGROUPS
     let s = subgroupAdd(v);
     if (ids.lane == 0u) {
-        red[ids.sg] = s;
+        red[k][ids.sg] = s;
     }
     workgroupBarrier();
     var t = vec2<f32>(0.0);
     for (var i = 0u; i < ids.nsg; i++) {
-        t += red[i];
+        t += red[k][i];
     }
+    return t;
 #else
-    red[ids.lid] = v;
+    red[k][ids.lid] = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (ids.lid < s) {
-            red[ids.lid] += red[ids.lid + s];
+            red[k][ids.lid] += red[k][ids.lid + s];
         }
         workgroupBarrier();
     }
-    let t = red[0];
+    return red[k][0];
 #endif
-    // Everyone has read `red` before it is written again.
-    workgroupBarrier();
-    return t;
 }
 
 struct Stat {
@@ -128,10 +128,10 @@ fn thread_stats(base: u32, len: u32, shift: f32) -> Stat {
 
 // Workgroup-wide statistics from every thread's `s` (all in shifted units).
 fn block_stats(s: Stat) -> Stat {
-    let t = wg_sum(vec2<f32>(s.n * s.mean, s.n));
+    let t = wg_sum(vec2<f32>(s.n * s.mean, s.n), 0u);
     let mean = t.x / max(t.y, 1.0);
     let d = s.mean - mean;
-    let m2 = wg_sum(vec2<f32>(s.m2 + s.n * d * d, 0.0)).x;
+    let m2 = wg_sum(vec2<f32>(s.m2 + s.n * d * d, 0.0), 1u).x;
     return Stat(t.y, mean, m2);
 }
 

@@ -1,5 +1,6 @@
 //! Data movement: permute, concat, narrow, nearest upsampling, embedding gather.
 
+use super::Variant;
 use crate::tensor::Tensor;
 use crate::{cpu, gpu};
 
@@ -9,6 +10,13 @@ pub const MAX_RANK: usize = 6;
 impl Tensor {
     /// Reorders dims: result dim i is input dim `perm[i]` (a copy).
     pub fn permute(&self, perm: &[usize]) -> Tensor {
+        self.permute_variant(perm, Variant::Tuned)
+    }
+
+    /// `permute` with the GPU kernel chosen: `Naive` gathers one value per
+    /// thread for every permutation (kept to measure the tiled transpose
+    /// against; over the binding limit it only splits along a kept leading dim).
+    pub fn permute_variant(&self, perm: &[usize], variant: Variant) -> Tensor {
         assert_eq!(
             perm.len(),
             self.rank(),
@@ -28,7 +36,7 @@ impl Tensor {
             return self.clone();
         }
         if self.is_gpu() {
-            gpu::ops::layout::permute(self, perm)
+            gpu::ops::layout::permute(self, perm, variant)
         } else {
             cpu::layout::permute(self, perm)
         }

@@ -5,6 +5,7 @@
 //! values with -0.0, f16 subnormals, large finite values and values that are
 //! infinite in f16, so a conversion anywhere on the way would show.
 
+use sd_wgpu::ops::Variant;
 use sd_wgpu::{DType, Device, Tensor};
 
 use crate::common::*;
@@ -42,10 +43,14 @@ fn on_gpu(t: &Tensor) -> Tensor {
     t.to_device(&gpu()).unwrap()
 }
 
+/// Both GPU variants (tiled / collapsed and naive gather) against the twin.
 fn check_permute(rng: &mut Rng, shape: &[usize], perm: &[usize], dt: DType) {
     let x = values(rng, shape, dt);
-    let what = format!("permute {dt} {shape:?} by {perm:?}");
-    assert_exact(&what, &on_gpu(&x).permute(perm), &x.permute(perm));
+    let (g, want) = (on_gpu(&x), x.permute(perm));
+    for v in [Variant::Tuned, Variant::Naive] {
+        let what = format!("permute {v:?} {dt} {shape:?} by {perm:?}");
+        assert_exact(&what, &g.permute_variant(perm, v), &want);
+    }
 }
 
 #[test]
@@ -106,7 +111,12 @@ fn permute_windows() {
 #[test]
 fn permute_over_binding_limit() {
     let mut rng = Rng::new(39);
-    check_permute(&mut rng, &[5000, 7000], &[1, 0], DType::F32);
+    let x = values(&mut rng, &[5000, 7000], DType::F32);
+    assert_exact(
+        "permute f32 [5000, 7000]",
+        &on_gpu(&x).permute(&[1, 0]),
+        &x.permute(&[1, 0]),
+    );
 }
 
 #[test]

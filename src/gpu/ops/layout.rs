@@ -15,6 +15,7 @@ use std::sync::LazyLock;
 use super::{buf, ctx, new_tensor, windows};
 use crate::cpu::layout::nearest_scale;
 use crate::gpu::{f32_word, grid_1d, Binding, Define, Dispatch, GpuContext, Kernel, Shader};
+use crate::ops::Variant;
 use crate::tensor::{DType, Tensor};
 
 static LAYOUT: Shader = crate::shader!("layout");
@@ -107,11 +108,15 @@ fn collapse(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
     (in_shape, new_perm)
 }
 
-pub fn permute(x: &Tensor, perm: &[usize]) -> Tensor {
+pub fn permute(x: &Tensor, perm: &[usize], variant: Variant) -> Tensor {
     let c = ctx(x);
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.dim(p as isize)).collect();
     let out = new_tensor(&c, &out_shape, x.dtype());
     let (shape, perm) = collapse(x.shape(), perm);
+    if variant == Variant::Naive && !perm.is_empty() {
+        gather(&c, x, &out, &shape, &perm);
+        return out;
+    }
     match perm.as_slice() {
         [] | [0] => {
             let n = x.elem_count();
