@@ -7,3 +7,5 @@
 
 mod common;
 mod elementwise;
+mod layout;
+mod norm;
