@@ -1,6 +1,7 @@
 //! Reading what users have: safetensors files, torch pickles, diffusers
 //! folders, single-file SD checkpoints, textual-inversion embeddings.
 
+pub mod bytes;
 pub mod safetensors;
 
 pub use self::safetensors::SafetensorsFile;
