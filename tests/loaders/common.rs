@@ -117,3 +117,69 @@ pub fn assert_has(msg: &str, parts: &[&str]) {
         assert!(msg.contains(p), "expected {p:?} in: {msg}");
     }
 }
+
+/// The fixture `name` of `tests/fixtures/loaders/`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/loaders")
+        .join(name)
+}
+
+/// A zip in the torch layout: `archive/data.pkl` and `archive/data/<key>`.
+pub fn torch_zip(pkl: &[u8], storages: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    w.start_file("archive/data.pkl", opts).unwrap();
+    w.write_all(pkl).unwrap();
+    for (key, data) in storages {
+        w.start_file(format!("archive/data/{key}"), opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// Pickle opcodes for a short text string.
+pub fn pstr(s: &str) -> Vec<u8> {
+    let mut v = vec![b'X'];
+    v.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+/// Pickle opcodes for a tuple of small ints.
+pub fn pints(v: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'('];
+    for &i in v {
+        out.extend_from_slice(&[b'K', i]);
+    }
+    out.push(b't');
+    out
+}
+
+/// A pickle of `{"w": tensor}` where the tensor views storage "0" (of
+/// `numel` elements of `storage_type`) at `offset` with `size` and `stride`,
+/// the way `torch.save` writes it.
+pub fn tensor_pickle(storage_type: &str, numel: u8, offset: u8, size: &[u8], stride: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'}', b'('];
+    p.extend(pstr("w"));
+    p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+    p.push(b'(');
+    p.extend(pstr("storage"));
+    p.extend_from_slice(format!("ctorch\n{storage_type}\n").as_bytes());
+    p.extend(pstr("0"));
+    p.extend(pstr("cpu"));
+    p.extend_from_slice(&[b'K', numel, b't', b'Q', b'K', offset]);
+    p.extend(pints(size));
+    p.extend(pints(stride));
+    p.push(0x89);
+    p.extend_from_slice(b"ccollections\nOrderedDict\n)R");
+    p.extend_from_slice(b"tRu.");
+    p
+}
+
+/// f32 values as little-endian bytes.
+pub fn le_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}

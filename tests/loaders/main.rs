@@ -4,4 +4,6 @@
 //! `tools/dump_sd15_keys.py` (diffusers / transformers model definitions).
 
 mod common;
+mod embeddings;
 mod safetensors;
+mod torch;
