@@ -6,4 +6,5 @@
 mod common;
 mod embeddings;
 mod safetensors;
+mod sd15;
 mod torch;
