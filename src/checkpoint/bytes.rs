@@ -59,3 +59,26 @@ pub fn is_lfs_pointer(bytes: &[u8]) -> bool {
 /// The hint appended to messages about files that turn out to be lfs pointers.
 pub const LFS_HINT: &str =
     "this looks like a git-lfs pointer file, not the weights: run `git lfs pull` in the repository";
+
+/// What a weights file is, from its first bytes (extensions are not trusted:
+/// `.bin`, `.ckpt` and `.pt` are torch, but `.pt` files may be safetensors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A zip archive: `torch.save` since torch 1.6.
+    TorchZip,
+    /// The pre-1.6 torch format: a pickled magic number first.
+    LegacyTorch,
+    /// Anything else is parsed (and validated) as safetensors.
+    Safetensors,
+}
+
+pub fn sniff(bytes: &[u8]) -> Format {
+    if bytes.starts_with(b"PK\x03\x04") {
+        Format::TorchZip
+    } else if bytes.len() >= 4 && bytes[0] == 0x80 && bytes[2] == 0x8a && bytes[3] == 0x0a {
+        // PROTO n, LONG1 of 10 bytes: torch's magic number 0x1950a86a20f9469cfc6c.
+        Format::LegacyTorch
+    } else {
+        Format::Safetensors
+    }
+}

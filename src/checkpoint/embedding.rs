@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use super::bytes::FileBytes;
+use super::bytes::{sniff, FileBytes, Format};
 use super::pickle::{Node, TensorRef};
 use super::{Embedding, SafetensorsFile, TorchFile};
 use crate::tensor::DType;
@@ -35,7 +35,7 @@ impl Embedding {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (trigger, shape, values) = if bytes.starts_with(b"PK") || bytes.first() == Some(&0x80) {
+        let (trigger, shape, values) = if sniff(&bytes) != Format::Safetensors {
             from_torch(&TorchFile::from_bytes(path.to_path_buf(), bytes)?, &stem)
         } else {
             from_safetensors(&SafetensorsFile::from_bytes(path.to_path_buf(), bytes)?, &stem)

@@ -98,7 +98,7 @@ pub(super) fn require_sd1(path: &Path, d: &Detection) -> Result<()> {
         return Ok(());
     }
     Err(Error::Unsupported(format!(
-        "{}: detected {} ({}); only Stable Diffusion 1.x is supported yet",
+        "{}: detected {} ({}): not supported yet, sd-wgpu runs Stable Diffusion 1.x only",
         path.display(),
         d.family,
         d.evidence

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::bytes::FileBytes;
+use super::bytes::{sniff, FileBytes, Format};
 use super::{SafetensorsFile, TorchFile, TorchSource};
 use crate::tensor::{CpuData, DType};
 use crate::weights::{TensorInfo, TensorSource};
@@ -18,7 +18,7 @@ use crate::{Error, Result};
 /// either).
 pub fn open_weights(path: &Path) -> Result<Arc<dyn TensorSource>> {
     let bytes = FileBytes::map(path)?;
-    if bytes.starts_with(b"PK") || bytes.first() == Some(&0x80) {
+    if sniff(&bytes) != Format::Safetensors {
         let file = TorchFile::from_bytes(path.to_path_buf(), bytes)?;
         Ok(Arc::new(TorchSource::new(Arc::new(file))?))
     } else {

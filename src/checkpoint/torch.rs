@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use zip::{CompressionMethod, ZipArchive};
 
-use super::bytes::{is_lfs_pointer, FileBytes, LFS_HINT};
+use super::bytes::{is_lfs_pointer, sniff, FileBytes, Format, LFS_HINT};
 use super::pickle::{self, Elem, Id, Node, Pickle, TensorRef};
 use crate::tensor::{CpuData, DType};
 use crate::weights::{convert_bytes, StoredDType, TensorInfo, TensorSource};
@@ -74,19 +74,21 @@ impl TorchFile {
         if is_lfs_pointer(&bytes) {
             return Err(bad(format!("not a torch checkpoint: {LFS_HINT}")));
         }
-        if !bytes.starts_with(b"PK\x03\x04") {
-            // The pre-1.6 format starts with a pickled magic number (protocol 2).
-            if bytes.first() == Some(&0x80) {
+        match sniff(&bytes) {
+            Format::TorchZip => {}
+            Format::LegacyTorch => {
                 return Err(bad(
                     "legacy (pre-1.6, non-zip) torch format is not supported: re-save it with \
                      torch >= 1.6 (`torch.save(torch.load(f), f)`) or convert it to safetensors"
                         .into(),
-                ));
+                ))
             }
-            return Err(bad(format!(
-                "not a torch zip checkpoint (starts with {:02x?})",
-                &bytes[..bytes.len().min(4)]
-            )));
+            Format::Safetensors => {
+                return Err(bad(format!(
+                    "not a torch zip checkpoint (starts with {:02x?})",
+                    &bytes[..bytes.len().min(4)]
+                )))
+            }
         }
         let bytes = Shared(Arc::new(bytes));
         let mut zip = ZipArchive::new(Cursor::new(bytes.clone()))

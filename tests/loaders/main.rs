@@ -5,6 +5,7 @@
 
 mod common;
 mod embeddings;
+mod family;
 mod safetensors;
 mod sd15;
 mod torch;
