@@ -3,6 +3,7 @@
 //! `tools/make_loader_fixtures.py` (torch / safetensors writers) and
 //! `tools/dump_sd15_keys.py` (diffusers / transformers model definitions).
 
+mod cli;
 mod common;
 mod embeddings;
 mod family;
