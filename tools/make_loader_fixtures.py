@@ -128,7 +128,15 @@ def main():
     again = torch.load(OUT / "tiny_deflated.ckpt", weights_only=False)["state_dict"]
     assert all(torch.equal(again[k], v) for k, v in sd.items())
 
-    # 7. The pre-1.6 non-zip format, which we refuse with a clear message.
+    # 7. A module's state_dict() as diffusers / transformers `.bin` files hold it: an
+    #    OrderedDict whose `_metadata` attribute is pickled as a BUILD state.
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2)).half()
+    module.register_buffer("position_ids", torch.arange(4).unsqueeze(0))
+    torch.save(module.state_dict(), OUT / "state_dict.bin")
+    for k, v in module.state_dict().items():
+        expected["state_dict.bin/" + k] = v.clone()
+
+    # 8. The pre-1.6 non-zip format, which we refuse with a clear message.
     torch.save({"x": torch.zeros(2)}, OUT / "legacy.pt", _use_new_zipfile_serialization=False)
 
     versions = {

@@ -172,7 +172,10 @@ impl SafetensorsFile {
 }
 
 /// Parses and checks the header; returns the entries with absolute byte ranges.
-fn parse(bytes: &[u8]) -> std::result::Result<(HashMap<String, Entry>, BTreeMap<String, String>), String> {
+/// The tensor entries and the `__metadata__` of a header.
+type Header = (HashMap<String, Entry>, BTreeMap<String, String>);
+
+fn parse(bytes: &[u8]) -> std::result::Result<Header, String> {
     let file_len = bytes.len() as u64;
     if is_lfs_pointer(bytes) {
         return Err(format!("not a safetensors file: {LFS_HINT}"));

@@ -164,3 +164,25 @@ fn refuses_damaged_pickles_and_archives() {
     let msg = err(open_zip(torch_zip(b"", &[("0", vec![])])));
     assert_has(&msg, &["ends early"]);
 }
+
+#[test]
+fn reads_module_state_dict_bin() {
+    // torch.save(module.state_dict()): an OrderedDict with `_metadata`, as in
+    // the `.bin` files of older diffusers folders.
+    let src = TorchSource::open(fixture("state_dict.bin")).unwrap();
+    let want = expected();
+    assert_eq!(
+        src.names(),
+        ["0.bias", "0.weight", "1.bias", "1.weight"]
+            .map(String::from)
+            .to_vec()
+    );
+    for n in src.names() {
+        let key = format!("state_dict.bin/{n}");
+        assert_eq!(src.info(&n), want.info(&key), "{n}");
+        assert_eq!(
+            bits(&src.read(&n, DType::F16).unwrap()),
+            bits(&want.read(&key, DType::F16).unwrap())
+        );
+    }
+}

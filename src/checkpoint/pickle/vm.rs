@@ -170,7 +170,7 @@ impl Vm<'_> {
 
     /// `SETITEM(S)`: a later equal string or int key replaces an earlier one.
     fn set_items(&mut self, dict: Id, kv: &[Id]) -> Result<(), String> {
-        if kv.len() % 2 != 0 {
+        if !kv.len().is_multiple_of(2) {
             return Err("odd number of dict items".into());
         }
         let mut items = match &mut self.p.nodes[dict] {
@@ -402,6 +402,9 @@ impl Vm<'_> {
                 let obj = self.top()?;
                 match &mut self.p.nodes[obj] {
                     Node::Object { state: s, .. } => *s = Some(state),
+                    // A state_dict() is an OrderedDict whose `_metadata`
+                    // attribute comes as BUILD state: attributes are not items.
+                    Node::Dict(_) => {}
                     _ => return Err(format!("BUILD on {}", self.p.kind(obj))),
                 }
             }
