@@ -186,3 +186,47 @@ fn reads_module_state_dict_bin() {
         );
     }
 }
+
+#[test]
+fn pickle_machine_bounds() {
+    use sd_wgpu::checkpoint::pickle::parse;
+    // A later SETITEM of an equal key replaces the value, as in Python.
+    let mut p = vec![0x80, 2, b'}'];
+    for v in [1u8, 2] {
+        p.extend(pstr("k"));
+        p.extend_from_slice(&[b'K', v, b's']);
+    }
+    p.push(b'.');
+    let t = parse(&p).unwrap();
+    assert_eq!(t.dict_items(t.root).unwrap().len(), 1);
+    assert_eq!(t.node(t.get(t.root, "k").unwrap()), &Node::Int(2));
+    // Lists nested a million deep: no recursion anywhere, in parsing or dropping.
+    let depth = 1_000_000;
+    let mut p = vec![0x80, 2];
+    p.extend(std::iter::repeat_n(b']', depth));
+    p.extend(std::iter::repeat_n(b'a', depth - 1));
+    p.push(b'.');
+    assert!(parse(&p).is_ok());
+    // One large list copied by many calls runs out of the copy budget.
+    let mut p = vec![0x80, 2, b'c'];
+    p.extend_from_slice(b"builtins\nset\nq\x00](");
+    p.extend(std::iter::repeat_n(b'N', 100_000));
+    p.extend_from_slice(b"eq\x01");
+    for _ in 0..1000 {
+        p.extend_from_slice(b"h\x00h\x01\x85R0");
+    }
+    p.push(b'.');
+    assert!(parse(&p).unwrap_err().contains("too many items"));
+    // Stack underflow, missing marks, unknown memo entries, bad protocol.
+    for (bad, want) in [
+        (&b"\x80\x02a."[..], "stack underflow"),
+        (b"\x80\x02t.", "no mark"),
+        (b"\x80\x02h\x05.", "memo entry 5"),
+        (b"\x80\x09N.", "protocol 9"),
+        (b"\x80\x02(N0.", "pop across a mark"),
+        (b"\x80\x02I1\n.", "protocol 0"),
+    ] {
+        let e = parse(bad).unwrap_err();
+        assert!(e.contains(want), "{e}");
+    }
+}

@@ -4,8 +4,11 @@
 //!
 //! Bounds: the stack and the mark stack are capped, memo indices are keys of
 //! a map (a huge index costs nothing), every length is checked against the
-//! bytes left before anything is allocated, and the number of nodes is at most
-//! the number of opcodes.
+//! bytes left before anything is allocated, the number of nodes is at most
+//! the number of opcodes, and the items copied into call arguments have a
+//! total budget (no quadratic blow-up from one huge tuple passed many times).
+//! Nested containers refer to each other by index, so no nesting depth can
+//! overflow the stack.
 
 use std::collections::HashMap;
 
@@ -14,6 +17,17 @@ use super::value::{Elem, Id, Node, Pickle, Storage};
 
 const MAX_STACK: usize = 1 << 20;
 
+/// Items copied out of containers (call arguments) over a whole pickle: a
+/// huge tuple passed to thousands of calls would otherwise cost quadratic time.
+const COPY_BUDGET: usize = 1 << 24;
+
+/// A dict key that Python compares by value (strings and ints).
+#[derive(Hash, PartialEq, Eq)]
+enum Key {
+    Str(String),
+    Int(i64),
+}
+
 struct Vm<'a> {
     data: &'a [u8],
     pos: usize,
@@ -21,6 +35,10 @@ struct Vm<'a> {
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: HashMap<u64, Id>,
+    /// Position of each (dict, key) in the dict's items, so that a repeated
+    /// key replaces its value in constant time.
+    dict_keys: HashMap<(Id, Key), usize>,
+    budget: usize,
 }
 
 /// Runs the pickle `data` and returns its object tree.
@@ -32,6 +50,8 @@ pub fn parse(data: &[u8]) -> Result<Pickle, String> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        dict_keys: HashMap::new(),
+        budget: COPY_BUDGET,
     };
     loop {
         let at = vm.pos;
@@ -158,12 +178,30 @@ impl Vm<'_> {
             return Err(format!("call of {}", self.p.kind(f)));
         };
         let n = globals::call(&self.p, *g, &args)?;
+        let copied = match &n {
+            Node::Set(v) | Node::Tuple(v) | Node::List(v) | Node::Object { args: v, .. } => v.len(),
+            Node::Dict(v) => v.len(),
+            _ => 0,
+        };
+        self.charge(copied)?;
         self.push_node(n)
     }
 
-    fn tuple_args(&self, id: Id) -> Result<Vec<Id>, String> {
+    fn charge(&mut self, items: usize) -> Result<(), String> {
+        self.budget = self
+            .budget
+            .checked_sub(items)
+            .ok_or("the pickle copies too many items (damaged or hostile file)")?;
+        Ok(())
+    }
+
+    fn tuple_args(&mut self, id: Id) -> Result<Vec<Id>, String> {
         match self.p.node(id) {
-            Node::Tuple(v) => Ok(v.clone()),
+            Node::Tuple(v) => {
+                let v = v.clone();
+                self.charge(v.len())?;
+                Ok(v)
+            }
             _ => Err(format!("arguments are {}, expected a tuple", self.p.kind(id))),
         }
     }
@@ -178,14 +216,19 @@ impl Vm<'_> {
             _ => return Err(format!("setitem on {}", self.p.kind(dict))),
         };
         for pair in kv.chunks_exact(2) {
-            let key = self.p.node(pair[0]);
-            let same = |k: &Id| match (self.p.node(*k), key) {
-                (Node::Str(a), Node::Str(b)) => a == b,
-                (Node::Int(a), Node::Int(b)) => a == b,
-                _ => false,
+            let key = match self.p.node(pair[0]) {
+                Node::Str(s) => Some(Key::Str(s.clone())),
+                Node::Int(i) => Some(Key::Int(*i)),
+                _ => None,
             };
-            match items.iter_mut().find(|(k, _)| same(k)) {
-                Some(slot) => slot.1 = pair[1],
+            match key.and_then(|k| match self.dict_keys.entry((dict, k)) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(items.len());
+                    None
+                }
+            }) {
+                Some(i) => items[i].1 = pair[1],
                 None => items.push((pair[0], pair[1])),
             }
         }
@@ -205,11 +248,11 @@ impl Vm<'_> {
 
     fn persistent_load(&mut self, pid: Id) -> Result<(), String> {
         // ('storage', storage_type, key, location, numel)
-        let Node::Tuple(t) = self.p.node(pid) else {
-            return Err(format!("persistent id is {}, expected a tuple", self.p.kind(pid)));
+        let t = match self.p.node(pid) {
+            Node::Tuple(t) if t.len() == 5 => t.clone(),
+            _ => return Err("persistent id is not ('storage', type, key, location, size)".into()),
         };
-        let t = t.clone();
-        if t.len() != 5 || self.p.str(t[0]) != Some("storage") {
+        if self.p.str(t[0]) != Some("storage") {
             return Err("persistent id is not ('storage', type, key, location, size)".into());
         }
         let Node::Global(Global::Storage(elem)) = self.p.node(t[1]) else {
