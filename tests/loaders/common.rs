@@ -183,3 +183,50 @@ pub fn tensor_pickle(storage_type: &str, numel: u8, offset: u8, size: &[u8], str
 pub fn le_f32(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
+
+/// Pickle opcodes for an int.
+fn pint(v: usize) -> Vec<u8> {
+    let mut out = vec![b'J'];
+    out.extend_from_slice(&(v as i32).to_le_bytes());
+    out
+}
+
+/// A torch zip of `{"state_dict": {name: tensor}}` with contiguous f16
+/// tensors of the given shapes (zero data), as a Lightning `.ckpt` holds them.
+pub fn ckpt_zip(tensors: &[(&str, &[usize])]) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'}'];
+    p.extend(pstr("state_dict"));
+    p.extend_from_slice(b"}(");
+    let mut storages = Vec::new();
+    for (i, (name, shape)) in tensors.iter().enumerate() {
+        let numel: usize = shape.iter().product();
+        let key = i.to_string();
+        p.extend(pstr(name));
+        p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+        p.push(b'(');
+        p.extend(pstr("storage"));
+        p.extend_from_slice(b"ctorch\nHalfStorage\n");
+        p.extend(pstr(&key));
+        p.extend(pstr("cpu"));
+        p.extend(pint(numel));
+        p.extend_from_slice(b"tQ");
+        p.extend(pint(0));
+        let mut stride = vec![1; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            stride[d] = stride[d + 1] * shape[d + 1];
+        }
+        for dims in [*shape, &stride[..]] {
+            p.push(b'(');
+            for &d in dims {
+                p.extend(pint(d));
+            }
+            p.push(b't');
+        }
+        p.push(0x89);
+        p.extend_from_slice(b"ccollections\nOrderedDict\n)RtR");
+        storages.push((key, vec![0u8; numel * 2]));
+    }
+    p.extend_from_slice(b"us.");
+    let refs: Vec<(&str, Vec<u8>)> = storages.iter().map(|(k, d)| (k.as_str(), d.clone())).collect();
+    torch_zip(&p, &refs)
+}

@@ -206,3 +206,78 @@ fn diffusers_folder_problems_name_the_file() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sd1_ckpt_through_the_pickle_reader() {
+    let dir = tmp("family-ckpt");
+    let path = dir.join("sd1.ckpt");
+    let bytes = ckpt_zip(&[
+        ("model.diffusion_model.input_blocks.0.0.weight", &[320, 4, 3, 3]),
+        (
+            "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+            &[320, 768],
+        ),
+        ("first_stage_model.decoder.mid.attn_1.q.weight", &[512, 512, 1, 1]),
+        (
+            "cond_stage_model.transformer.text_model.final_layer_norm.weight",
+            &[768],
+        ),
+    ]);
+    std::fs::write(&path, bytes).unwrap();
+    let ck = open(&path).unwrap();
+    assert_eq!(ck.detection.family, sd_wgpu::checkpoint::Family::Sd1);
+    let q = ck
+        .vae
+        .weights
+        .info("decoder.mid_block.attentions.0.to_q.weight")
+        .unwrap();
+    assert_eq!(q.shape, vec![512, 512]);
+    let names = ck.unet.weights.names();
+    assert_eq!(
+        names,
+        [
+            "conv_in.weight",
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+        ]
+    );
+    assert!(ck
+        .text_encoder
+        .weights
+        .info("text_model.final_layer_norm.weight")
+        .is_some());
+    let q = ck
+        .vae
+        .weights
+        .read("decoder.mid_block.attentions.0.to_q.weight", sd_wgpu::DType::F32)
+        .unwrap();
+    assert_eq!(q.len(), 512 * 512);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn diffusers_folder_with_bin_weights() {
+    let dir = tmp("folder-bin");
+    config_folder(&dir, json!({}), &[]);
+    let state_dict = std::fs::read(fixture("state_dict.bin")).unwrap();
+    for f in [
+        "unet/diffusion_pytorch_model.bin",
+        "vae/diffusion_pytorch_model.bin",
+        "text_encoder/pytorch_model.bin",
+    ] {
+        std::fs::write(dir.join(f), &state_dict).unwrap();
+    }
+    let ck = open(&dir).unwrap();
+    assert_eq!(
+        ck.unet.weights.names(),
+        ["0.bias", "0.weight", "1.bias", "1.weight"]
+    );
+    assert!(
+        ck.warnings
+            .iter()
+            .any(|w| w.contains("unet: weights from a torch pickle")),
+        "{:?}",
+        ck.warnings
+    );
+    assert_eq!(ck.unet.files, vec![dir.join("unet/diffusion_pytorch_model.bin")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
