@@ -119,6 +119,15 @@ fn reads_hand_built_pickle() {
 }
 
 #[test]
+fn reads_empty_view_at_any_offset() {
+    let pkl = tensor_pickle("FloatStorage", 4, 200, &[0, 3], &[3, 1]);
+    let f = Arc::new(open_zip(torch_zip(&pkl, &[("0", le_f32(&[0.; 4]))])).unwrap());
+    let src = TorchSource::new(f).unwrap();
+    assert_eq!(src.info("w").unwrap().shape, vec![0, 3]);
+    assert!(src.read("w", DType::F32).unwrap().is_empty());
+}
+
+#[test]
 fn refuses_forbidden_globals() {
     let mut pkl = vec![0x80, 2];
     pkl.extend_from_slice(b"cos\nsystem\n");
