@@ -15,6 +15,7 @@ pub mod models;
 pub mod ops;
 pub mod pipeline;
 pub mod rng;
+pub mod schedulers;
 pub mod tensor;
 pub mod text;
 pub mod weights;

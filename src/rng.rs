@@ -139,7 +139,7 @@ impl TorchRng {
         for block in out.chunks_exact_mut(16) {
             box_muller_16(block);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = &mut out[n - 16..];
             for v in tail.iter_mut() {
                 *v = self.uniform_f32();
@@ -166,7 +166,7 @@ fn box_muller_16(block: &mut [f32]) {
 // its `float` tables are initialised.
 #[allow(clippy::excessive_precision)]
 mod cephes {
-    pub const SQRT_HALF: f32 = 0.707106781186547524_f64 as f32;
+    pub const SQRT_HALF: f32 = std::f64::consts::FRAC_1_SQRT_2 as f32;
     pub const LN_P: [f32; 9] = [
         7.0376836292E-2_f64 as f32,
         -1.1514610310E-1_f64 as f32,
@@ -286,7 +286,7 @@ impl BatchRng {
     pub fn randn(&mut self, len: usize) -> Vec<f32> {
         let batch = self.items.len();
         assert!(
-            len % batch == 0,
+            len.is_multiple_of(batch),
             "{len} values do not split into {batch} batch items"
         );
         let mut out = Vec::with_capacity(len);

@@ -14,7 +14,10 @@ Writes tests/fixtures/schedulers/:
     float32 without loss), and betas and alphas_cumprod for the beta schedules we support;
   - trajectories.safetensors: full runs on fixed tensors (see `run_calls`): the initial sample, and
     per model call the scaled model input, the synthetic model output fed to `step`, and the sample
-    `step` returned; img2img runs also hold the clean latents and the noised start;
+    `step` returned; img2img runs also hold the clean latents and the noised start. Each run is
+    also replayed in float64 (`samples64`, see `replay_f64`): the same diffusers code on the same
+    model outputs and noise, with its float32 tables and arithmetic widened, so the tests can tell
+    diffusers' own float32 rounding from a difference in the math;
   - randn.safetensors: torch.randn dumps for several shapes and seeds, and one stream of calls.
 
 The model outputs are stored, not recomputed by the tests: they are inputs to the samplers, and
@@ -23,7 +26,6 @@ model. Nothing in this directory is produced by sd-wgpu.
 """
 
 import json
-import math
 import os
 import platform
 import sys
@@ -41,6 +43,7 @@ from diffusers import (
     LMSDiscreteScheduler,
     PNDMScheduler,
 )
+from diffusers.utils.torch_utils import randn_tensor
 from safetensors.numpy import save_file
 
 torch.set_num_threads(1)
@@ -152,6 +155,9 @@ def generators():
 
 
 def step_kwargs(name, gens, lms_order, eta):
+    # LMS: diffusers caps the order at step_index + 1, which after an img2img start counts steps
+    # that never ran; passing min(k + 1, 4) gives the order the history really supports
+    # (k-diffusion's rule), the behaviour sd-wgpu implements. For txt2img both agree.
     if name == "euler-a":
         return {"generator": gens}
     if name == "ddim" and eta > 0:
@@ -169,19 +175,55 @@ def run_calls(s, name, sample, timesteps, gens, tensors, key, eta):
     for k, t in enumerate(timesteps):
         x_in = s.scale_model_input(sample, t)
         eps = fake_unet(x_in, t)
-        # LMS: diffusers caps the order at step_index + 1, which after an img2img start counts steps
-        # that never ran; passing min(k + 1, 4) gives the order the history really supports
-        # (k-diffusion's rule), the behaviour sd-wgpu implements. For txt2img both agree.
         sample = s.step(eps, t, sample, **step_kwargs(name, gens, min(k + 1, 4), eta)).prev_sample
         if k < INPUT_CALLS:
             inputs.append(x_in.numpy().copy())
         outputs.append(eps.numpy().copy())
         samples.append(sample.numpy().copy())
-    if timesteps.numel() > 0:
+    if len(timesteps) > 0:
         tensors[f"{key}/inputs"] = np.stack(inputs)
         tensors[f"{key}/model_outputs"] = np.stack(outputs)
         tensors[f"{key}/samples"] = np.stack(samples)
     return len(timesteps)
+
+
+class _Float64Torch:
+    """Stands in for `torch` inside a scheduler module: its `float32` is float64, so the explicit
+    `sample.to(torch.float32)` casts of Euler, Euler a and DPM++ keep float64."""
+
+    def __getattr__(self, attr):
+        return torch.float64 if attr == "float32" else getattr(torch, attr)
+
+
+def _randn_f32_as_f64(shape, generator=None, device=None, dtype=None, layout=None):
+    """The float32 noise the float32 run drew (same generators, same order), widened."""
+    return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32).double()
+
+
+def replay_f64(s, name, start, timesteps, outputs, gens, eta):
+    """Replays a run in float64: `s` is a fresh scheduler set up as for the float32 run; its float32
+    tables are widened (their values unchanged), the recorded model outputs are fed in, and the
+    module's float32 casts and noise are redirected. Returns the samples, stacked."""
+    for attr in ("sigmas", "alphas_cumprod", "final_alpha_cumprod"):
+        if isinstance(getattr(s, attr, None), torch.Tensor):
+            setattr(s, attr, getattr(s, attr).double())
+    module = sys.modules[type(s).__module__]
+    saved = {k: getattr(module, k) for k in ("torch", "randn_tensor") if hasattr(module, k)}
+    module.torch = _Float64Torch()
+    if "randn_tensor" in saved:
+        module.randn_tensor = _randn_f32_as_f64
+    try:
+        sample, samples = torch.from_numpy(start).double(), []
+        for k, t in enumerate(timesteps):
+            s.scale_model_input(sample, t)  # Euler-family bookkeeping (and their warning without it)
+            eps = torch.from_numpy(outputs[k]).double()
+            sample = s.step(eps, t, sample, **step_kwargs(name, gens, min(k + 1, 4), eta)).prev_sample
+            assert sample.dtype == torch.float64, name
+            samples.append(sample.numpy().copy())
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)
+    return np.stack(samples)
 
 
 def txt2img_trajectory(name, variant, steps, tensors, eta=0.0):
@@ -194,6 +236,14 @@ def txt2img_trajectory(name, variant, steps, tensors, eta=0.0):
     sample = noise * s.init_noise_sigma
     tensors[f"{key}/start"] = sample.numpy().copy()
     calls = run_calls(s, name, sample, s.timesteps, gens, tensors, key, eta)
+
+    s = make(name, variant)
+    s.set_timesteps(steps)
+    gens = generators()
+    for g in gens:
+        torch.randn((1,) + SHAPE[1:], generator=g, dtype=torch.float32)  # the initial latents
+    outputs = tensors[f"{key}/model_outputs"]
+    tensors[f"{key}/samples64"] = replay_f64(s, name, tensors[f"{key}/start"], s.timesteps, outputs, gens, eta)
     return {"key": key, "sampler": name, "variant": variant, "steps": steps, "eta": eta, "calls": calls}
 
 
@@ -213,18 +263,23 @@ def pndm_img2img_timesteps(s, init_timestep):
     return s.timesteps
 
 
-def img2img_trajectory(name, variant, steps, strength, tensors):
-    key = f"img2img/{name}/{variant}/{steps}/{strength}"
+def img2img_scheduler(name, variant, steps, strength):
+    """A scheduler set up as diffusers' img2img pipeline leaves it (PNDM: restarted, see
+    `pndm_img2img_timesteps`), and the timesteps of the calls to run."""
     s = make(name, variant)
     s.set_timesteps(steps)
     init_timestep = min(int(steps * strength), steps)
     t_start = max(steps - init_timestep, 0)
     if name == "pndm":
-        timesteps = pndm_img2img_timesteps(s, init_timestep)
-    else:
-        timesteps = s.timesteps[t_start * s.order :]
-        if hasattr(s, "set_begin_index"):
-            s.set_begin_index(t_start * s.order)
+        return s, pndm_img2img_timesteps(s, init_timestep)
+    if hasattr(s, "set_begin_index"):
+        s.set_begin_index(t_start * s.order)
+    return s, s.timesteps[t_start * s.order :]
+
+
+def img2img_trajectory(name, variant, steps, strength, tensors):
+    key = f"img2img/{name}/{variant}/{steps}/{strength}"
+    s, timesteps = img2img_scheduler(name, variant, steps, strength)
     gens = generators()
     original = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7), dtype=torch.float32)
     noise = torch.cat([torch.randn((1,) + SHAPE[1:], generator=g, dtype=torch.float32) for g in gens])
@@ -232,6 +287,13 @@ def img2img_trajectory(name, variant, steps, strength, tensors):
     tensors[f"{key}/original"] = original.numpy().copy()
     tensors[f"{key}/start"] = start.numpy().copy()
     calls = run_calls(s, name, start, timesteps, gens, tensors, key, 0.0)
+
+    s, timesteps = img2img_scheduler(name, variant, steps, strength)
+    gens = generators()
+    for g in gens:
+        torch.randn((1,) + SHAPE[1:], generator=g, dtype=torch.float32)  # the img2img noise
+    outputs = tensors[f"{key}/model_outputs"]
+    tensors[f"{key}/samples64"] = replay_f64(s, name, tensors[f"{key}/start"], timesteps, outputs, gens, 0.0)
     return {"key": key, "sampler": name, "variant": variant, "steps": steps, "strength": strength, "calls": calls}
 
 
