@@ -8,10 +8,13 @@
 //!   in practice, see `schedules_match_diffusers`);
 //! - samples, per call, as errors scaled by the largest value of the reference sample:
 //!   - against diffusers replayed in float64 (same code, same model outputs and noise, its float32
-//!     tables widened; see the golden script): `<= 1e-6`. We compute each update in f64 from the
-//!     f32 sample and round once, so the gap is our per-call f32 rounding carried along a run
-//!     (a few 1e-8 per call): this is the check that the math is diffusers' math;
-//!   - against diffusers as it runs, in float32: `<= 1e-6 + |diffusers32 - diffusers64|`, i.e.
+//!     tables widened, the latents handed from call to call in float32 as in a pipeline; see the
+//!     golden script): `<= 5e-7`. Both sides then compute a call in double precision from the
+//!     same inputs; what is left is our one f32 rounding of the result (<= 6e-8) and the sigma
+//!     table, where torch's float32 `sqrt` is 1 ulp off in ~19% of the entries (see
+//!     `schedule.rs`), which the larger steps carry to ~3 ulps of the sample. This is the check
+//!     that the math is diffusers' math, call by call;
+//!   - against diffusers as it runs, in float32: `<= 5e-7 + |diffusers32 - diffusers64|`, i.e.
 //!     the triangle inequality over the replay. diffusers' own float32 error is usually a few
 //!     1e-7 but reaches ~1e-5 where its float32 arithmetic cancels (e.g. Heun's 2-step schedule:
 //!     `(x - x0) / sigma` at sigma 0.03 followed by a step of -14.6), so no fixed bound would
@@ -27,7 +30,7 @@ use sd_wgpu::schedulers::{from_name, Img2ImgStart, Sampler, SamplerKind};
 use serde_json::Value;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schedulers");
-const SAMPLE_TOL: f64 = 1e-6;
+const SAMPLE_TOL: f64 = 5e-7;
 
 struct Goldens {
     json: Value,

@@ -16,8 +16,9 @@ Writes tests/fixtures/schedulers/:
     per model call the scaled model input, the synthetic model output fed to `step`, and the sample
     `step` returned; img2img runs also hold the clean latents and the noised start. Each run is
     also replayed in float64 (`samples64`, see `replay_f64`): the same diffusers code on the same
-    model outputs and noise, with its float32 tables and arithmetic widened, so the tests can tell
-    diffusers' own float32 rounding from a difference in the math;
+    model outputs and noise, with its float32 tables and arithmetic widened (the latents between
+    calls stay float32), so the tests can tell diffusers' own float32 rounding from a difference
+    in the math;
   - randn.safetensors: torch.randn dumps for several shapes and seeds, and one stream of calls.
 
 The model outputs are stored, not recomputed by the tests: they are inputs to the samplers, and
@@ -202,8 +203,9 @@ def _randn_f32_as_f64(shape, generator=None, device=None, dtype=None, layout=Non
 
 def replay_f64(s, name, start, timesteps, outputs, gens, eta):
     """Replays a run in float64: `s` is a fresh scheduler set up as for the float32 run; its float32
-    tables are widened (their values unchanged), the recorded model outputs are fed in, and the
-    module's float32 casts and noise are redirected. Returns the samples, stacked."""
+    tables are widened (their values unchanged), the recorded model outputs are fed in, the
+    module's float32 casts and noise are redirected, and each call's result is kept in float64
+    but handed to the next call rounded to float32. Returns the float64 results, stacked."""
     for attr in ("sigmas", "alphas_cumprod", "final_alpha_cumprod"):
         if isinstance(getattr(s, attr, None), torch.Tensor):
             setattr(s, attr, getattr(s, attr).double())
@@ -220,6 +222,9 @@ def replay_f64(s, name, start, timesteps, outputs, gens, eta):
             sample = s.step(eps, t, sample, **step_kwargs(name, gens, min(k + 1, 4), eta)).prev_sample
             assert sample.dtype == torch.float64, name
             samples.append(sample.numpy().copy())
+            # Between calls the latents are float32, in sd-wgpu as in diffusers' float32 pipelines:
+            # the replay rounds them there too, so it isolates the arithmetic of each call.
+            sample = sample.float().double()
     finally:
         for k, v in saved.items():
             setattr(module, k, v)

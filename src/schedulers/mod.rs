@@ -44,7 +44,7 @@ use crate::{Error, Result};
 
 /// One diffusers scheduler, driven one model call at a time. Calls are numbered from 0 within
 /// `timesteps()` and must be made in order (a caller bug panics).
-pub trait Sampler {
+pub trait Sampler: Send {
     fn kind(&self) -> SamplerKind;
 
     /// The number of inference steps the sampler was built for.
