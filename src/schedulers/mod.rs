@@ -150,20 +150,6 @@ impl SamplerKind {
         }
     }
 
-    /// The name A1111 writes in its `parameters` text ("Sampler: Euler a").
-    pub fn a1111_name(self) -> &'static str {
-        match self {
-            SamplerKind::Ddim => "DDIM",
-            SamplerKind::Pndm => "PLMS",
-            SamplerKind::Euler => "Euler",
-            SamplerKind::EulerAncestral => "Euler a",
-            SamplerKind::DpmPp2m => "DPM++ 2M",
-            SamplerKind::DpmPp2mKarras => "DPM++ 2M Karras",
-            SamplerKind::Lms => "LMS",
-            SamplerKind::Heun => "Heun",
-        }
-    }
-
     pub fn from_name(name: &str) -> Result<SamplerKind> {
         SamplerKind::ALL
             .into_iter()
