@@ -9,6 +9,7 @@
 
 mod common;
 mod elementwise;
+mod matmul;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -20,5 +21,8 @@ fn main() {
     println!("mode: {}", if short { "short" } else { "full" });
     if want("elementwise") {
         elementwise::run(&bench);
+    }
+    if want("matmul") {
+        matmul::run(&bench);
     }
 }

@@ -6,4 +6,6 @@
 //! GPU tests fail, never skip, when no adapter is found.
 
 mod common;
+mod conv;
 mod elementwise;
+mod matmul;
