@@ -56,38 +56,49 @@ fn swz(k: u32) -> u32 {
     return ((k >> 2u) & 3u) << 1u;
 }
 
-// Accumulates the staged slab into this thread's block.
-fn mma_slab(tx: u32, ty: u32) {
-    for (var k = 0u; k < BK; k++) {
-        let s = swz(k);
-        let b = sb[k * QN + (tx ^ s)];
+// One k-step: the outer products of the thread's A and B fragments at slab
+// row k (s = swz(k)).
+fn mma_step(k: u32, s: u32, tx: u32, ty: u32) {
+    let b = sb[k * QN + (tx ^ s)];
 #if WIDE
-        let b2 = sb[k * QN + 16u + (tx ^ s)];
+    let b2 = sb[k * QN + 16u + (tx ^ s)];
 #endif
-        let a = sa[k * QM + (ty ^ s)];
-        c0 += a.x * b;
-        c1 += a.y * b;
-        c2 += a.z * b;
-        c3 += a.w * b;
+    let a = sa[k * QM + (ty ^ s)];
+    c0 += a.x * b;
+    c1 += a.y * b;
+    c2 += a.z * b;
+    c3 += a.w * b;
 #if WIDE
-        d0 += a.x * b2;
-        d1 += a.y * b2;
-        d2 += a.z * b2;
-        d3 += a.w * b2;
+    d0 += a.x * b2;
+    d1 += a.y * b2;
+    d2 += a.z * b2;
+    d3 += a.w * b2;
 #endif
 #if TALL
-        let a2 = sa[k * QM + 16u + (ty ^ s)];
-        c4 += a2.x * b;
-        c5 += a2.y * b;
-        c6 += a2.z * b;
-        c7 += a2.w * b;
+    let a2 = sa[k * QM + 16u + (ty ^ s)];
+    c4 += a2.x * b;
+    c5 += a2.y * b;
+    c6 += a2.z * b;
+    c7 += a2.w * b;
 #if WIDE
-        d4 += a2.x * b2;
-        d5 += a2.y * b2;
-        d6 += a2.z * b2;
-        d7 += a2.w * b2;
+    d4 += a2.x * b2;
+    d5 += a2.y * b2;
+    d6 += a2.z * b2;
+    d7 += a2.w * b2;
 #endif
 #endif
+}
+
+// Accumulates the staged slab into this thread's block: four k-steps per
+// iteration, which share one swizzle, so their addresses are the same
+// registers plus constants even where the driver does not unroll.
+fn mma_slab(tx: u32, ty: u32) {
+    for (var k = 0u; k < BK; k += 4u) {
+        let s = swz(k);
+        mma_step(k, s, tx, ty);
+        mma_step(k + 1u, s, tx, ty);
+        mma_step(k + 2u, s, tx, ty);
+        mma_step(k + 3u, s, tx, ty);
     }
 }
 

@@ -8,6 +8,7 @@
 //! in the same run.
 
 mod common;
+mod conv;
 mod elementwise;
 mod matmul;
 
@@ -24,5 +25,8 @@ fn main() {
     }
     if want("matmul") {
         matmul::run(&bench);
+    }
+    if want("conv") {
+        conv::run(&bench);
     }
 }

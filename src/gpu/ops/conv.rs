@@ -9,7 +9,7 @@
 //! partial sum already stored. The weights stay bound by output-channel rows;
 //! a column offset selects the chunk's input channels.
 
-use super::tile::{balanced, fits, Tile, WG};
+use super::tile::{balanced, fits, max_rows, Tile, WG};
 use super::{buf, ctx, new_tensor};
 use crate::gpu::{grid_1d, Define, Dispatch, GpuContext, Kernel, Shader};
 use crate::ops::conv::{ConvDims, ConvOpts};
@@ -33,13 +33,14 @@ struct Window {
 
 /// The windows covering the whole convolution, each within the binding limit.
 fn plan(ctx: &GpuContext, dt: DType, d: &ConvDims) -> Vec<Window> {
-    let cap = ctx.max_binding_elems(dt);
+    let rows_of = |len| max_rows(ctx, dt, len);
     let (plane_in, plane_out) = (d.h * d.w, d.h_out * d.w_out);
     let (x_item, o_item) = (d.c_in * plane_in, d.c_out * plane_out);
     let w_row = d.c_in * d.kh * d.kw;
-    let item = x_item.max(o_item).max(1);
-    if item <= cap && d.c_out * w_row <= cap {
-        return balanced(d.n, cap / item, 1)
+    let weights_fit = fits(ctx, dt, 0, d.c_out * w_row);
+    let images = rows_of(x_item).min(rows_of(o_item));
+    if images > 0 && weights_fit {
+        return balanced(d.n, images, 1)
             .into_iter()
             .map(|(n0, nn)| Window {
                 n0,
@@ -52,22 +53,24 @@ fn plan(ctx: &GpuContext, dt: DType, d: &ConvDims) -> Vec<Window> {
             })
             .collect();
     }
+    let (max_co, max_ci) = (rows_of(plane_out).min(rows_of(w_row)), rows_of(plane_in));
     assert!(
-        plane_in <= cap && plane_out <= cap && w_row <= cap,
+        max_co > 0 && max_ci > 0,
         "conv2d: one channel plane of {d:?} is over the binding limit"
     );
     let mut out = Vec::new();
     for img in 0..d.n {
-        let co_wins = if fits(ctx, dt, img * o_item, o_item) && fits(ctx, dt, 0, d.c_out * w_row) {
+        // Output channels in windows of whole 64-row tiles where possible.
+        let co_wins = if fits(ctx, dt, img * o_item, o_item) && weights_fit {
             vec![(0, d.c_out)]
         } else {
-            balanced(d.c_out, (cap / plane_out).min(cap / w_row), 128)
+            balanced(d.c_out, max_co, 64)
         };
+        // Multiples of 4 input channels keep the weight column offset vec4-aligned.
         let ci_wins = if fits(ctx, dt, img * x_item, x_item) {
             vec![(0, d.c_in)]
         } else {
-            // Multiples of 4 channels keep the weight column offset vec4-aligned.
-            balanced(d.c_in, cap / plane_in, 4)
+            balanced(d.c_in, max_ci, 4)
         };
         for &(co0, cw) in &co_wins {
             for (i, &(ci0, cc)) in ci_wins.iter().enumerate() {

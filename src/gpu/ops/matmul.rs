@@ -7,7 +7,7 @@
 //! over the limit, column windows of N (rows of a `[N, K]` B are contiguous;
 //! C is then bound by whole rows and written a column range at a time).
 
-use super::tile::{balanced, fits, Tile, WG};
+use super::tile::{balanced, fits, max_rows, Tile, WG};
 use super::{buf, ctx, new_tensor};
 use crate::gpu::{f32_word, grid_1d, Define, Dispatch, GpuContext, Kernel, Shader};
 use crate::ops::matmul::{MatmulDims, MatmulOpts};
@@ -70,8 +70,8 @@ fn spans(d: &MatmulDims, opts: &MatmulOpts, w: &Window) -> Spans {
 
 /// The windows covering the whole product, each within the binding limit.
 fn plan(ctx: &GpuContext, dt: DType, d: &MatmulDims, opts: &MatmulOpts) -> Vec<Window> {
-    let cap = ctx.max_binding_elems(dt);
     let (m, n, k) = (d.m, d.n, d.k);
+    let rows_of = |len| max_rows(ctx, dt, len);
     let whole = |b0, nb| Window {
         b0,
         nb,
@@ -80,27 +80,21 @@ fn plan(ctx: &GpuContext, dt: DType, d: &MatmulDims, opts: &MatmulOpts) -> Vec<W
         n0: 0,
         nw: n,
     };
-    let fits_all = |w: &Window| {
-        let s = spans(d, opts, w);
-        [s.a, s.b, s.c]
-            .iter()
-            .all(|&(start, len)| fits(ctx, dt, start, len))
-    };
-    let item = (m * k).max(m * n).max(if d.b_shared { 0 } else { k * n }).max(1);
-    if item <= cap && (!d.b_shared || k * n <= cap) {
-        return balanced(d.batch, cap / item, 1)
+    // Whole batch items per window, as many as A, C and a batched B allow.
+    let items = rows_of(m * k)
+        .min(rows_of(m * n))
+        .min(if d.b_shared { usize::MAX } else { rows_of(k * n) });
+    if items > 0 && (!d.b_shared || fits(ctx, dt, 0, k * n)) {
+        return balanced(d.batch, items, 1)
             .into_iter()
             .map(|(b0, nb)| whole(b0, nb))
             .collect();
     }
+    // An item too large for one window: rows of M, and rows of N when B
+    // alone is too large.
     let mut out = Vec::new();
     for bi in 0..d.batch {
-        let w = whole(bi, 1);
-        if fits_all(&w) {
-            out.push(w);
-            continue;
-        }
-        let s = spans(d, opts, &w);
+        let s = spans(d, opts, &whole(bi, 1));
         let n_wins = if fits(ctx, dt, s.b.0, s.b.1) {
             vec![(0, n)]
         } else {
@@ -108,16 +102,16 @@ fn plan(ctx: &GpuContext, dt: DType, d: &MatmulDims, opts: &MatmulOpts) -> Vec<W
                 opts.trans_b,
                 "matmul: B [{k}, {n}] is over the binding limit; only a B stored [N, K] (trans_b) can be split"
             );
-            balanced(n, cap / k, 128)
+            balanced(n, rows_of(k), 128)
         };
         let rows = if opts.trans_a {
             assert!(
                 fits(ctx, dt, s.a.0, s.a.1),
                 "matmul: A stored [K, M] = [{k}, {m}] is over the binding limit; store it [M, K]"
             );
-            cap / n
+            rows_of(n)
         } else {
-            cap / k.max(n)
+            rows_of(k).min(rows_of(n))
         };
         assert!(
             rows > 0,

@@ -98,20 +98,31 @@ pub(crate) fn fits(ctx: &GpuContext, dtype: DType, start: usize, len: usize) -> 
     end - offset <= ctx.max_binding_bytes()
 }
 
+/// How many rows of `row_len` elements one binding window may hold. When a
+/// row is a whole number of alignment units, every window of whole rows
+/// starts aligned and may fill the limit exactly (128 channels of 512x512
+/// f32 are exactly 128 MiB); otherwise the alignment slack is kept free.
+pub(crate) fn max_rows(ctx: &GpuContext, dtype: DType, row_len: usize) -> usize {
+    let row_bytes = (row_len * dtype.size()) as u64;
+    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+    if row_bytes == 0 {
+        usize::MAX
+    } else if row_bytes.is_multiple_of(align) {
+        (ctx.max_binding_bytes() / row_bytes) as usize
+    } else {
+        ctx.max_binding_elems(dtype) / row_len
+    }
+}
+
 /// `(start, len)` pieces of `0..total`: the fewest with at most `max` items,
-/// of near-equal size rounded up to `granule` where that still fits `max`.
+/// of near-equal size, rounded up to a multiple of `granule` where that
+/// still fits `max`.
 pub(crate) fn balanced(total: usize, max: usize, granule: usize) -> Vec<(usize, usize)> {
     let max = max.max(1);
     let parts = total.div_ceil(max).max(1);
-    let even = total.div_ceil(parts).next_multiple_of(granule);
-    let step = if even <= max {
-        even
-    } else if max >= granule {
-        max / granule * granule
-    } else {
-        max
-    };
-    windows(total, step, 1)
+    let even = total.div_ceil(parts);
+    let rounded = even.next_multiple_of(granule);
+    windows(total, if rounded <= max { rounded } else { even }, 1)
 }
 
 #[cfg(test)]
