@@ -70,6 +70,17 @@ impl Bench {
     }
 }
 
+/// Seconds per call of a CPU-backend op: one warm-up call, then the mean of
+/// `iters` calls.
+pub fn time_cpu(iters: usize, mut f: impl FnMut() -> Tensor) -> f64 {
+    drop(f());
+    let t = std::time::Instant::now();
+    for _ in 0..iters {
+        drop(f());
+    }
+    t.elapsed().as_secs_f64() / iters as f64
+}
+
 /// One result line, aligned.
 pub fn report(family: &str, variant: &str, shape: &str, secs: f64, rate: f64, unit: &str, vs: Option<f64>) {
     let ratio = vs

@@ -2,9 +2,9 @@
 //! 2 * N * C_out * H_out * W_out * C_in * kh * kw FLOP.
 
 use sd_wgpu::ops::{ConvOpts, Variant};
-use sd_wgpu::DType;
+use sd_wgpu::{DType, Device};
 
-use crate::common::{report, Bench};
+use crate::common::{report, time_cpu, Bench};
 
 /// `(dtype, [N, C_in, H, W], C_out)`, 3x3, stride 1, padding 1, bias: the
 /// UNet's resnet convs at each level for a 64x64 latent with CFG (f16), the
@@ -46,4 +46,22 @@ pub fn run(b: &Bench) {
         let (rate, unit) = b.flop_rate(flops, s);
         report("conv2d", "tuned", &shape, s, rate, unit, naive);
     }
+    cpu_backend(b);
+}
+
+/// The CPU twin, which is also the CPU backend, at the UNet's first level
+/// (an eighth of it in short mode).
+fn cpu_backend(b: &Bench) {
+    let xs = if b.short {
+        [1, 320, 32, 32]
+    } else {
+        [2, 320, 64, 64]
+    };
+    let cpu = |t: sd_wgpu::Tensor| t.to_device(&Device::Cpu).expect("read back");
+    let x = cpu(b.rand(&xs, DType::F32));
+    let w = cpu(b.rand(&[320, 320, 3, 3], DType::F32));
+    let s = time_cpu(b.iters(3), || x.conv2d(&w, &ConvOpts::new(1, 1, None)));
+    let flops = 2.0 * (xs[0] * 320 * xs[2] * xs[3] * 320 * 9) as f64;
+    let shape = format!("f32 {xs:?} 3x3 -> 320, {} threads", rayon::current_num_threads());
+    report("conv2d", "cpu", &shape, s, flops / s / 1e9, "GFLOP/s", None);
 }

@@ -2,9 +2,9 @@
 //! counts 2*M*N*K FLOP per product. Weights are stored `[N, K]` as in `linear`.
 
 use sd_wgpu::ops::{MatmulOpts, Variant};
-use sd_wgpu::DType;
+use sd_wgpu::{DType, Device};
 
-use crate::common::{report, Bench};
+use crate::common::{report, time_cpu, Bench};
 
 /// `(M, N, K)`: a square reference, then the UNet's projections at a 64x64
 /// latent (attention 320, feed-forward 320 <-> 1280, the deeper levels).
@@ -48,4 +48,17 @@ pub fn run(b: &Bench) {
             report("matmul", "tuned", &shape, s, rate, unit, naive);
         }
     }
+    cpu_backend(b);
+}
+
+/// The CPU twin, which is also the CPU backend, at the attention projection.
+fn cpu_backend(b: &Bench) {
+    let (m, n, k) = (4096, 320, 320);
+    let cpu = |t: sd_wgpu::Tensor| t.to_device(&Device::Cpu).expect("read back");
+    let x = cpu(b.rand(&[m, k], DType::F32));
+    let w = cpu(b.rand(&[n, k], DType::F32));
+    let s = time_cpu(b.iters(10), || x.linear(&w, None));
+    let flops = 2.0 * (m * n * k) as f64;
+    let shape = format!("f32 {m}x{n}x{k}, {} threads", rayon::current_num_threads());
+    report("matmul", "cpu", &shape, s, flops / s / 1e9, "GFLOP/s", None);
 }
