@@ -18,6 +18,35 @@ use crate::tensor::{DType, Tensor};
 
 static CONV2D: Shader = crate::tiled_shader!("conv2d");
 
+/// The `Params` uniform of conv2d.wgsl, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    images: u32,
+    c_in: u32,
+    h: u32,
+    w: u32,
+    c_out: u32,
+    h_out: u32,
+    w_out: u32,
+    stride: u32,
+    pad_t: u32,
+    pad_l: u32,
+    x_bs: u32,
+    o_bs: u32,
+    w_ld: u32,
+    x_off: u32,
+    w_off: u32,
+    o_off: u32,
+    r_off: u32,
+    bias_off: u32,
+    has_bias: u32,
+    has_res: u32,
+    accumulate: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+}
+
 /// One dispatch's share: images `n0..n0+nn`, output channels `co0..co0+cw`,
 /// input channels `ci0..ci0+cc` (`first`: the chunk that adds bias and residual).
 #[derive(Debug, Clone, Copy)]
@@ -147,27 +176,38 @@ fn dispatch(
         && w_row.is_multiple_of(4)
         && pixels.is_multiple_of(4)
         && [w_off, o_off, r_off].iter().all(|&o| o % 4 == 0);
-    let pointwise =
-        vec4 && kk == 1 && d.stride == 1 && d.pad == [0; 4] && x_off.is_multiple_of(4) && x_item % 4 == 0;
-    let params = [
-        win.nn, win.cc, d.h, d.w, win.cw, d.h_out, d.w_out, d.stride, d.pad[0], d.pad[2], x_item, o_item,
-        w_row,
-    ]
-    .map(|v| v as u32)
-    .into_iter()
-    .chain([
+    let pointwise = vec4
+        && kk == 1
+        && d.stride == 1
+        && d.pad == [0; 4]
+        && x_off.is_multiple_of(4)
+        && x_item.is_multiple_of(4);
+    let u = |x: usize| x as u32;
+    let params = Params {
+        images: u(win.nn),
+        c_in: u(win.cc),
+        h: u(d.h),
+        w: u(d.w),
+        c_out: u(win.cw),
+        h_out: u(d.h_out),
+        w_out: u(d.w_out),
+        stride: u(d.stride),
+        pad_t: u(d.pad[0]),
+        pad_l: u(d.pad[2]),
+        x_bs: u(x_item),
+        o_bs: u(o_item),
+        w_ld: u(w_row),
         x_off,
         w_off,
         o_off,
         r_off,
         bias_off,
-        bias.is_some() as u32,
-        residual.is_some() as u32,
-        !win.first as u32,
-        tiles_m as u32,
-        tiles_n as u32,
-    ])
-    .collect::<Vec<u32>>();
+        has_bias: bias.is_some() as u32,
+        has_res: residual.is_some() as u32,
+        accumulate: !win.first as u32,
+        tiles_m: u(tiles_m),
+        tiles_n: u(tiles_n),
+    };
     let [tall, wide] = tile.defines();
     let defines = [
         Define {
@@ -207,7 +247,7 @@ fn dispatch(
         },
         dtype: dt,
         defines: &defines,
-        params: &params,
+        params: bytemuck::cast_slice(&[params]),
         inputs: &[xb, wb, biasb, rb],
         outputs: &[ob],
         groups: grid_1d(groups as u32, c.max_workgroups_per_dim()),

@@ -9,12 +9,38 @@
 
 use super::tile::{balanced, fits, max_rows, Tile, WG};
 use super::{buf, ctx, new_tensor};
-use crate::gpu::{f32_word, grid_1d, Define, Dispatch, GpuContext, Kernel, Shader};
+use crate::gpu::{grid_1d, Define, Dispatch, GpuContext, Kernel, Shader};
 use crate::ops::matmul::{MatmulDims, MatmulOpts};
 use crate::ops::Variant;
 use crate::tensor::{DType, Tensor};
 
 static MATMUL: Shader = crate::tiled_shader!("matmul");
+
+/// The `Params` uniform of matmul.wgsl, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    a_bs: u32,
+    b_bs: u32,
+    c_bs: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    r_off: u32,
+    bias_off: u32,
+    alpha: f32,
+    has_bias: u32,
+    has_res: u32,
+    tiles_m: u32,
+    tiles_n: u32,
+}
 
 /// One dispatch's share: batch items `b0..b0+nb`, rows `m0..m0+mw`, columns `n0..n0+nw`.
 #[derive(Debug, Clone, Copy)]
@@ -189,28 +215,29 @@ fn dispatch(
         && contiguous_ok(if opts.trans_a { m } else { k })
         && (!opts.trans_b || contiguous_ok(k))
         && [a_off, b_off, c_off, bias_off, r_off].iter().all(|&o| o % 4 == 0);
-    let params = [
-        w.nb as u32,
-        w.mw as u32,
-        w.nw as u32,
-        k as u32,
-        if opts.trans_a { m } else { k } as u32,
-        if opts.trans_b { k } else { n } as u32,
-        n as u32,
-        (m * k) as u32,
-        if d.b_shared { 0 } else { k * n } as u32,
-        (m * n) as u32,
+    let u = |x: usize| x as u32;
+    let params = Params {
+        batch: u(w.nb),
+        m: u(w.mw),
+        n: u(w.nw),
+        k: u(k),
+        lda: u(if opts.trans_a { m } else { k }),
+        ldb: u(if opts.trans_b { k } else { n }),
+        ldc: u(n),
+        a_bs: u(m * k),
+        b_bs: u(if d.b_shared { 0 } else { k * n }),
+        c_bs: u(m * n),
         a_off,
         b_off,
         c_off,
         r_off,
         bias_off,
-        f32_word(opts.alpha),
-        opts.bias.is_some() as u32,
-        opts.residual.is_some() as u32,
-        tiles_m as u32,
-        tiles_n as u32,
-    ];
+        alpha: opts.alpha,
+        has_bias: opts.bias.is_some() as u32,
+        has_res: opts.residual.is_some() as u32,
+        tiles_m: u(tiles_m),
+        tiles_n: u(tiles_n),
+    };
     let [tall, wide] = tile.defines();
     let defines = [
         Define {
@@ -246,7 +273,7 @@ fn dispatch(
         },
         dtype: dt,
         defines: &defines,
-        params: &params,
+        params: bytemuck::cast_slice(&[params]),
         inputs: &[ab, bb, biasb, rb],
         outputs: &[ob],
         groups: grid_1d(groups as u32, c.max_workgroups_per_dim()),
