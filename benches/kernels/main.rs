@@ -8,7 +8,9 @@
 //! in the same run.
 
 mod common;
+mod conv;
 mod elementwise;
+mod matmul;
 mod norm;
 
 fn main() {
@@ -21,6 +23,12 @@ fn main() {
     println!("mode: {}", if short { "short" } else { "full" });
     if want("elementwise") {
         elementwise::run(&bench);
+    }
+    if want("matmul") {
+        matmul::run(&bench);
+    }
+    if want("conv") {
+        conv::run(&bench);
     }
     if want("norm") {
         norm::run(&bench);
