@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Show a checkpoint's layout, family, dtypes and parameter counts.
     Info(cli::info::Args),
+    /// Time the SD 1.5 UNet, text encoder and VAE decode (random weights).
+    Bench(cli::bench::Args),
     /// Print the CLIP token ids of a prompt (like A1111's token counter).
     Tokenize(cli::tokenize::Args),
 }
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(a) => cli::info::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
+        Command::Bench(a) => cli::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
