@@ -20,7 +20,9 @@
 //! - fewer than 16 values: one normal at a time in double precision from two 53-bit uniforms
 //!   (each from two `next_u32()`), `r = sqrt(-2 ln(1 - u2))`, `theta = 2 pi u1`, returning
 //!   `r cos(theta)` as f32 and caching `r sin(theta)` in the generator for the next scalar draw.
-//!   The >= 16 path neither reads nor clears that cache.
+//!   The >= 16 path neither reads nor clears that cache. Like torch, this path uses the platform's
+//!   f64 `log1p`, `sin` and `cos`; a last-bit difference between libms almost never survives the
+//!   rounding to f32.
 //!
 //! On x86-64 CPUs with AVX2 (torch's AVX2 and AVX512 builds alike) the >= 16 path computes `ln`,
 //! `sin` and `cos` with the Cephes polynomials of `avx_mathfun.h` in f32, compiled by GCC with
