@@ -21,55 +21,56 @@ use super::progress_bar::Bar;
 #[derive(clap::Args)]
 pub struct CommonArgs {
     /// What to draw. A1111 syntax: (word:1.2), [word], BREAK; any length.
-    #[arg(long)]
+    #[arg(long, value_name = "TEXT")]
     pub prompt: String,
     /// What to avoid (default: none, the encoding of the empty text).
-    #[arg(long, default_value = "")]
+    #[arg(long, value_name = "TEXT", default_value = "", hide_default_value = true)]
     pub negative_prompt: String,
-    /// Checkpoint: a diffusers folder or a single .safetensors / .ckpt file.
-    #[arg(long)]
+    /// Checkpoint: a diffusers folder or a single .safetensors / .ckpt file (required
+    /// until sd-wgpu ships a built-in model).
+    #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Sampling steps.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, value_name = "N", default_value_t = 25)]
     pub steps: usize,
     /// Classifier-free guidance scale (1 disables guidance and halves the work).
-    #[arg(long, default_value_t = 7.5, allow_hyphen_values = true)]
+    #[arg(long, value_name = "F", default_value_t = 7.5, allow_hyphen_values = true)]
     pub cfg_scale: f32,
     /// ddim, pndm, euler, euler-a, dpm++2m, dpm++2m-karras, lms or heun
     /// (default: the one the model's scheduler config names; PNDM for SD 1.5).
-    #[arg(long, value_parser = parse_sampler)]
+    #[arg(long, value_name = "NAME", value_parser = parse_sampler)]
     pub sampler: Option<SamplerKind>,
     /// Seed of the noise (default: random, printed). Image i of a batch uses seed + i.
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
     /// Image width in pixels, a multiple of 8 (default: the model's native size;
     /// img2img: the input's width rounded down to a multiple of 8).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub width: Option<usize>,
     /// Image height in pixels, a multiple of 8 (defaults as --width).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub height: Option<usize>,
     /// Number of images, generated one after the other with seeds seed, seed + 1, ...
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub batch: usize,
     /// Textual-inversion embedding file (.pt, .bin, .safetensors); repeat for several.
     #[arg(long = "embedding", value_name = "FILE")]
     pub embeddings: Vec<PathBuf>,
     /// A1111's "Clip skip": 1 = the text encoder's last layer, 2 = the one before.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub clip_skip: usize,
     /// auto, gpu or cpu (default: $SD_WGPU_BACKEND, else auto: a GPU if there is one).
-    #[arg(long)]
+    #[arg(long, value_name = "auto|gpu|cpu")]
     pub backend: Option<String>,
     /// UNet and text encoder precision: f16 or f32 (default f16 on a GPU, f32 on the CPU;
     /// the VAE always runs in f32).
-    #[arg(long)]
+    #[arg(long, value_name = "f16|f32")]
     pub dtype: Option<String>,
     /// VAE tiling: auto (above 768x768 pixels), on or off.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
     pub vae_tiling: String,
     /// Output PNG (default sd-wgpu-<seed>.png); with --batch, NAME-0.png, NAME-1.png, ...
-    #[arg(long)]
+    #[arg(long, value_name = "FILE.png")]
     pub output: Option<PathBuf>,
     /// Replace existing output files (otherwise the run stops before generating).
     #[arg(long)]
@@ -91,10 +92,10 @@ pub struct Txt2ImgArgs {
 #[derive(clap::Args)]
 pub struct Img2ImgArgs {
     /// The input image (PNG, JPEG, WebP, BMP, GIF, TIFF); alpha is composited on white.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub image: PathBuf,
     /// How much to change it: 0 keeps it, 1 redraws it from noise (runs steps x strength steps).
-    #[arg(long, allow_hyphen_values = true)]
+    #[arg(long, value_name = "F", allow_hyphen_values = true)]
     pub strength: f64,
     #[command(flatten)]
     pub common: CommonArgs,
