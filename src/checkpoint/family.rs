@@ -154,7 +154,17 @@ pub fn detect_folder(
         };
     }
     let mut family = from_unet(unet.in_channels, unet.cross_attention_dim);
-    if let Some(c) = clip {
+    // A small model of SD 1.x architecture (test fixtures, demo models): a
+    // StableDiffusionPipeline whose 4-channel UNet attends to its own text
+    // encoder's width.
+    let small_sd1 = class == "StableDiffusionPipeline"
+        && unet.in_channels == 4
+        && !matches!(unet.cross_attention_dim, 768 | 1024)
+        && clip.is_some_and(|c| c.hidden_size == unet.cross_attention_dim);
+    if small_sd1 {
+        family = Family::Sd1;
+    }
+    if let Some(c) = clip.filter(|_| !small_sd1) {
         if family == Family::Sd1 && c.hidden_size != 768 {
             family = Family::Other(format!(
                 "an unknown model (text encoder width {} with a 768-wide UNet)",
@@ -165,8 +175,14 @@ pub fn detect_folder(
     Detection {
         family,
         evidence: format!(
-            "pipeline {class}, UNet in_channels {}, cross_attention_dim {}",
-            unet.in_channels, unet.cross_attention_dim
+            "pipeline {class}, UNet in_channels {}, cross_attention_dim {}{}",
+            unet.in_channels,
+            unet.cross_attention_dim,
+            if small_sd1 {
+                " (a small SD 1.x-architecture model)"
+            } else {
+                ""
+            }
         ),
     }
 }
