@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import sys
+import types
 
 import numpy as np
 import scipy
@@ -43,6 +44,7 @@ from diffusers import (
     HeunDiscreteScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
+    StableDiffusionImg2ImgPipeline,
 )
 from diffusers.utils.torch_utils import randn_tensor
 from safetensors.numpy import save_file
@@ -129,18 +131,25 @@ def schedule_entry(name, variant, steps, tensors):
     return {"key": key, "init_noise_sigma": float(s.init_noise_sigma)}
 
 
-def img2img_entry(name, variant, steps, strength):
-    """diffusers' StableDiffusionImg2ImgPipeline.get_timesteps, verbatim in effect."""
+def img2img_scheduler(name, variant, steps, strength):
+    """A scheduler as diffusers' StableDiffusionImg2ImgPipeline leaves it before its denoising loop,
+    and the timesteps that loop runs: `set_timesteps`, then the pipeline's own `get_timesteps` (which
+    slices the call list at `t_start * scheduler.order` and calls `set_begin_index` where the
+    scheduler has it), called on a stand-in holding only the scheduler (all it reads)."""
     s = make(name, variant)
     s.set_timesteps(steps)
+    pipe = types.SimpleNamespace(scheduler=s)
+    timesteps, _ = StableDiffusionImg2ImgPipeline.get_timesteps(pipe, steps, strength, None)
+    return s, timesteps
+
+
+def img2img_entry(name, variant, steps, strength):
     init_timestep = min(int(steps * strength), steps)
-    t_start = max(steps - init_timestep, 0)
+    _, timesteps = img2img_scheduler(name, variant, steps, strength)
     return {
         "strength": strength,
         "init_timestep": init_timestep,
-        "t_start": t_start,
-        "first_call": t_start * s.order,
-        "timesteps": f64list(s.timesteps[t_start * s.order :]),
+        "timesteps": f64list(timesteps),
     }
 
 
@@ -155,16 +164,12 @@ def generators():
     return [torch.Generator().manual_seed(NOISE_SEED + i) for i in range(SHAPE[0])]
 
 
-def step_kwargs(name, gens, lms_order, eta):
-    # LMS: diffusers caps the order at step_index + 1, which after an img2img start counts steps
-    # that never ran; passing min(k + 1, 4) gives the order the history really supports
-    # (k-diffusion's rule), the behaviour sd-wgpu implements. For txt2img both agree.
+def step_kwargs(name, gens, eta):
+    """What the pipelines' `prepare_extra_step_kwargs` passes to `step` (eta 0 is DDIM's default)."""
     if name == "euler-a":
         return {"generator": gens}
     if name == "ddim" and eta > 0:
         return {"generator": gens, "eta": eta}
-    if name == "lms":
-        return {"order": lms_order}
     return {}
 
 
@@ -176,7 +181,7 @@ def run_calls(s, name, sample, timesteps, gens, tensors, key, eta):
     for k, t in enumerate(timesteps):
         x_in = s.scale_model_input(sample, t)
         eps = fake_unet(x_in, t)
-        sample = s.step(eps, t, sample, **step_kwargs(name, gens, min(k + 1, 4), eta)).prev_sample
+        sample = s.step(eps, t, sample, **step_kwargs(name, gens, eta)).prev_sample
         if k < INPUT_CALLS:
             inputs.append(x_in.numpy().copy())
         outputs.append(eps.numpy().copy())
@@ -219,7 +224,7 @@ def replay_f64(s, name, start, timesteps, outputs, gens, eta):
         for k, t in enumerate(timesteps):
             s.scale_model_input(sample, t)  # Euler-family bookkeeping (and their warning without it)
             eps = torch.from_numpy(outputs[k]).double()
-            sample = s.step(eps, t, sample, **step_kwargs(name, gens, min(k + 1, 4), eta)).prev_sample
+            sample = s.step(eps, t, sample, **step_kwargs(name, gens, eta)).prev_sample
             assert sample.dtype == torch.float64, name
             samples.append(sample.numpy().copy())
             # Between calls the latents are float32, in sd-wgpu as in diffusers' float32 pipelines:
@@ -250,36 +255,6 @@ def txt2img_trajectory(name, variant, steps, tensors, eta=0.0):
     outputs = tensors[f"{key}/model_outputs"]
     tensors[f"{key}/samples64"] = replay_f64(s, name, tensors[f"{key}/start"], s.timesteps, outputs, gens, eta)
     return {"key": key, "sampler": name, "variant": variant, "steps": steps, "eta": eta, "calls": calls}
-
-
-def pndm_img2img_timesteps(s, init_timestep):
-    """PNDM restarted on the last `init_timestep` steps: set_timesteps' construction applied to the
-    kept part of `_timesteps` (sd-wgpu's PNDM img2img, see src/schedulers/pndm.rs)."""
-    kept = s._timesteps[:init_timestep]
-    if s.config.skip_prk_steps:
-        s.prk_timesteps = np.array([])
-        s.plms_timesteps = np.concatenate([kept[:-1], kept[-2:-1], kept[-1:]])[::-1].copy()
-    else:
-        half = s.config.num_train_timesteps // s.num_inference_steps // 2
-        prk = np.array(kept[-s.pndm_order :]).repeat(2) + np.tile(np.array([0, half]), s.pndm_order)
-        s.prk_timesteps = (prk[:-1].repeat(2)[1:-1])[::-1].copy()
-        s.plms_timesteps = kept[:-3][::-1].copy()
-    s.timesteps = torch.from_numpy(np.concatenate([s.prk_timesteps, s.plms_timesteps]).astype(np.int64))
-    return s.timesteps
-
-
-def img2img_scheduler(name, variant, steps, strength):
-    """A scheduler set up as diffusers' img2img pipeline leaves it (PNDM: restarted, see
-    `pndm_img2img_timesteps`), and the timesteps of the calls to run."""
-    s = make(name, variant)
-    s.set_timesteps(steps)
-    init_timestep = min(int(steps * strength), steps)
-    t_start = max(steps - init_timestep, 0)
-    if name == "pndm":
-        return s, pndm_img2img_timesteps(s, init_timestep)
-    if hasattr(s, "set_begin_index"):
-        s.set_begin_index(t_start * s.order)
-    return s, s.timesteps[t_start * s.order :]
 
 
 def img2img_trajectory(name, variant, steps, strength, tensors):
@@ -399,9 +374,12 @@ def main():
     runs.append(txt2img_trajectory("pndm", "prk", 4, tensors))
     runs.append(txt2img_trajectory("ddim", "sd15", 10, tensors, eta=0.5))
     runs.append(txt2img_trajectory("ddim", "sd15", 3, tensors, eta=1.0))
+    # 0.05 and 0.95 keep 1 and 19 of the 20 steps (t_start 19 and 1: PNDM's warm-up repeat is then
+    # the second kept call); at 0.01 no step is kept, yet PNDM still has its last call to run.
     for name in SAMPLERS:
-        for strength in [0.3, 0.75, 1.0]:
+        for strength in [0.05, 0.3, 0.75, 0.95, 1.0]:
             runs.append(img2img_trajectory(name, "sd15", 20, strength, tensors))
+    runs.append(img2img_trajectory("pndm", "sd15", 20, 0.01, tensors))
     runs.append(img2img_trajectory("pndm", "prk", 20, 0.5, tensors))
     versions["scipy"] = scipy.__version__
 

@@ -20,8 +20,9 @@
 //! [`schedule`]). Against diffusers, which computes in float32, samples agree to a few float32
 //! roundings (tests/schedulers.rs states the bound).
 //!
-//! img2img: [`Sampler::start_at_strength`] applies diffusers' strength rule and drops the steps
-//! that are skipped; afterwards `timesteps()` lists only the calls still to run and
+//! img2img: [`Sampler::start_at_strength`] applies diffusers' strength rule and drops the calls
+//! `StableDiffusionImg2ImgPipeline` skips (`timesteps[t_start * order:]`, with the sampler state
+//! its `set_begin_index` leaves); afterwards `timesteps()` lists only the calls still to run and
 //! `add_noise(.., 0)` noises the clean latents to the first one's level.
 
 pub mod config;
@@ -71,12 +72,13 @@ pub trait Sampler: Send {
     /// `original` noised to the noise level of call `call` (img2img's start).
     fn add_noise(&self, original: &[f32], noise: &[f32], call: usize) -> Vec<f32>;
 
-    /// Drops the first `steps` inference steps (img2img). Called at most once, before any call.
+    /// Drops the calls of the first `steps` inference steps as diffusers' img2img pipeline does
+    /// (`steps * order` calls; PNDM declares `order = 1`). Called at most once, before any call.
     fn skip_steps(&mut self, steps: usize) -> Result<()>;
 
     /// img2img: keeps `min(int(steps * strength), steps)` steps, as diffusers'
-    /// `StableDiffusionImg2ImgPipeline` does, but at least one (diffusers would run none and
-    /// return the input: `Img2ImgStart::raised_to_one` says so, for the caller to tell the user).
+    /// `StableDiffusionImg2ImgPipeline` does, but at least one where diffusers would run no model
+    /// call (`Img2ImgStart::raised_to_one` says so, for the caller to tell the user).
     fn start_at_strength(&mut self, strength: f64) -> Result<Img2ImgStart> {
         let start = Img2ImgStart::new(self.steps(), strength)?;
         self.skip_steps(self.steps() - start.steps_run)?;
@@ -89,7 +91,8 @@ pub trait Sampler: Send {
 pub struct Img2ImgStart {
     /// Inference steps that run (diffusers' `init_timestep`, at least 1).
     pub steps_run: usize,
-    /// The strength kept no step and one is run anyway.
+    /// The strength kept no step, diffusers would run no model call, and one step is run anyway.
+    /// (PNDM's call list being one longer than its steps, diffusers still runs its last call.)
     pub raised_to_one: bool,
 }
 

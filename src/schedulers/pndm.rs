@@ -8,16 +8,21 @@
 //! `skip_prk_steps` the first three steps are the paper's pseudo Runge-Kutta warm-up (4 calls at
 //! half steps each).
 //!
-//! img2img: the sampler restarts on the kept steps: the same construction on the last `kept`
-//! timesteps, the first call at the noise level `add_noise` gives (the timestep DDIM starts at
-//! for the same strength). diffusers' img2img pipeline instead slices PNDM's call list as if it
-//! had one call per step: it starts one noise level higher than DDIM, skips the warm-up repeat,
-//! and from its third call evaluates the model one timestep below the sample's noise level.
+//! img2img, as diffusers' `StableDiffusionImg2ImgPipeline` runs it: PNDM declares one call per
+//! step (`order = 1`), so the pipeline keeps its call list from index `t_start = steps - kept`
+//! on, and the scheduler runs that tail with its counter starting from 0: the warm-up (the plain
+//! step, then the redo from the sample it started from) runs on the first two kept calls. With
+//! `t_start >= 2` the first call is one timestep above DDIM's start, and from the third call on
+//! the model is evaluated one timestep below the level the sample was stepped to. A start that
+//! keeps no step still keeps PNDM's last call (its list is one longer than its steps). Without
+//! `skip_prk_steps` the first 12 kept calls take the Runge-Kutta warm-up, which reads its step
+//! starts from the full schedule. (Restarting the warm-up on the kept steps instead would start
+//! where DDIM does and give a different image.)
 
 use super::config::{ClassDefaults, Prediction, SchedulerConfig};
 use super::ddim::check_timesteps_in_table;
 use super::schedule::{spaced_timesteps, TrainSchedule};
-use super::{check_call, Sampler, SamplerKind};
+use super::{check_call, Img2ImgStart, Sampler, SamplerKind};
 use crate::rng::BatchRng;
 use crate::{Error, Result};
 
@@ -29,18 +34,18 @@ const AB4: [f64; 4] = [55.0 / 24.0, -59.0 / 24.0, 37.0 / 24.0, -9.0 / 24.0];
 pub struct Pndm {
     steps: usize,
     train: TrainSchedule,
-    skip_prk_steps: bool,
     final_alpha_cumprod: f64,
     prediction: Prediction,
     /// `num_train_timesteps / steps`.
     ratio: usize,
-    /// Inference timesteps, ascending (diffusers' `_timesteps`).
-    spaced: Vec<f64>,
-    /// Calls of the Runge-Kutta warm-up (empty with `skip_prk_steps`).
-    prk_calls: usize,
-    /// One timestep per model call.
+    /// The timesteps of the Runge-Kutta warm-up of the full schedule (diffusers'
+    /// `prk_timesteps`; empty with `skip_prk_steps`).
+    prk: Vec<f64>,
+    /// One timestep per model call (diffusers' `timesteps`).
     calls: Vec<f64>,
-    /// Calls made so far (diffusers' `counter`).
+    /// The first call to run (img2img; diffusers' `t_start * order`).
+    begin: usize,
+    /// Calls made so far (diffusers' `counter`, which an img2img start does not advance).
     counter: usize,
     /// Model outputs kept for the multistep formulas, newest last (at most 4).
     ets: Vec<Vec<f32>>,
@@ -69,56 +74,27 @@ impl Pndm {
         } else {
             train.alphas_cumprod[0] as f64
         };
-        let mut pndm = Pndm {
+        let ratio = n_train / steps;
+        let skip_prk_steps = config.skip_prk_steps.unwrap_or(defaults.skip_prk_steps);
+        let (prk, plms) = if skip_prk_steps {
+            (Vec::new(), plms_calls(&spaced))
+        } else {
+            prk_calls(&spaced, ratio)?
+        };
+        Ok(Pndm {
             steps,
             train,
-            skip_prk_steps: config.skip_prk_steps.unwrap_or(defaults.skip_prk_steps),
             final_alpha_cumprod,
             prediction: config.prediction_type,
-            ratio: n_train / steps,
-            spaced,
-            prk_calls: 0,
-            calls: Vec::new(),
+            ratio,
+            calls: prk.iter().chain(&plms).copied().collect(),
+            prk,
+            begin: 0,
             counter: 0,
             ets: Vec::new(),
             rk_sum: Vec::new(),
             warmup_sample: None,
-        };
-        pndm.build_calls(steps)?;
-        Ok(pndm)
-    }
-
-    /// The call list for the last `kept` inference timesteps (all of them for txt2img).
-    fn build_calls(&mut self, kept: usize) -> Result<()> {
-        let ts = &self.spaced[..kept];
-        if self.skip_prk_steps {
-            // ts[..n-1], then ts[n-2] again, then ts[n-1]; reversed: t_max, t_2nd, t_2nd, ...
-            let mut calls = ts[..kept - 1].to_vec();
-            calls.extend_from_slice(&ts[kept.saturating_sub(2)..kept - 1]);
-            calls.push(ts[kept - 1]);
-            calls.reverse();
-            self.prk_calls = 0;
-            self.calls = calls;
-            return Ok(());
-        }
-        if kept < 4 {
-            return Err(Error::invalid(
-                "steps",
-                format!("PNDM with skip_prk_steps=false needs at least 4 steps to run, found {kept}"),
-            ));
-        }
-        // The Runge-Kutta warm-up on the 4 largest timesteps and the midpoints between them:
-        // t3, t3-h, t3-h, t2, t2, t2-h, t2-h, t1, t1, t1-h, t1-h, t0 (h = half a step), then PLMS
-        // from t0 down.
-        let half = (self.ratio / 2) as f64;
-        let top: Vec<f64> = ts[kept - 4..].iter().flat_map(|&t| [t, t + half]).collect();
-        let mut prk: Vec<f64> = top[..7].iter().flat_map(|&t| [t, t]).collect();
-        prk = prk[1..13].to_vec();
-        prk.reverse();
-        self.prk_calls = prk.len();
-        self.calls = prk;
-        self.calls.extend(ts[..kept - 3].iter().rev());
-        Ok(())
+        })
     }
 
     /// diffusers' `_get_prev_sample`: PNDM's transfer from `t` to `t_prev` (its eq. 9).
@@ -150,7 +126,8 @@ impl Pndm {
     fn step_prk(&mut self, output: &[f32], t: f64, sample: &[f32]) -> Vec<f32> {
         let half = (self.ratio / 2) as f64;
         let t_prev = if self.counter % 2 == 1 { t } else { t - half };
-        let t_start = self.calls[self.counter / 4 * 4];
+        // diffusers reads the step's start from the full warm-up list, also after an img2img start.
+        let t_start = self.prk[self.counter / 4 * 4];
         let combined: Vec<f64> = match self.counter % 4 {
             0 => {
                 self.rk_sum = output.iter().map(|&e| e as f64 / 6.0).collect();
@@ -226,6 +203,36 @@ impl Pndm {
     }
 }
 
+/// PLMS's calls, from the inference timesteps (ascending): `ts[..n-1]`, then `ts[n-2]` again, then
+/// `ts[n-1]`; reversed: t_max, t_2nd, t_2nd, ...
+fn plms_calls(ts: &[f64]) -> Vec<f64> {
+    let n = ts.len();
+    let mut calls = ts[..n - 1].to_vec();
+    calls.extend_from_slice(&ts[n.saturating_sub(2)..n - 1]);
+    calls.push(ts[n - 1]);
+    calls.reverse();
+    calls
+}
+
+/// The Runge-Kutta warm-up calls and the PLMS calls after them, from the inference timesteps
+/// (ascending). The warm-up runs on the 4 largest timesteps and the midpoints between them:
+/// t3, t3-h, t3-h, t2, t2, t2-h, t2-h, t1, t1, t1-h, t1-h, t0 (h = half a step); PLMS then goes
+/// from t0 down.
+fn prk_calls(ts: &[f64], ratio: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let n = ts.len();
+    if n < 4 {
+        return Err(Error::invalid(
+            "steps",
+            format!("PNDM with skip_prk_steps=false needs at least 4 steps, found {n}"),
+        ));
+    }
+    let half = (ratio / 2) as f64;
+    let top: Vec<f64> = ts[n - 4..].iter().flat_map(|&t| [t, t + half]).collect();
+    let doubled: Vec<f64> = top[..7].iter().flat_map(|&t| [t, t]).collect();
+    let prk = doubled[1..13].iter().rev().copied().collect();
+    Ok((prk, ts[..n - 3].iter().rev().copied().collect()))
+}
+
 impl Sampler for Pndm {
     fn kind(&self) -> SamplerKind {
         SamplerKind::Pndm
@@ -236,7 +243,7 @@ impl Sampler for Pndm {
     }
 
     fn timesteps(&self) -> &[f64] {
-        &self.calls
+        &self.calls[self.begin..]
     }
 
     fn sigmas(&self) -> Option<&[f64]> {
@@ -257,9 +264,9 @@ impl Sampler for Pndm {
             model_output.len(),
             "sample and model output lengths differ"
         );
-        check_call(call, self.counter, self.calls.len());
-        let t = self.calls[call];
-        let prev = if self.counter < self.prk_calls {
+        check_call(call, self.counter, self.timesteps().len());
+        let t = self.timesteps()[call];
+        let prev = if self.counter < self.prk.len() {
             self.step_prk(model_output, t, sample)
         } else {
             self.step_plms(model_output, t, sample)
@@ -269,13 +276,37 @@ impl Sampler for Pndm {
     }
 
     fn add_noise(&self, original: &[f32], noise: &[f32], call: usize) -> Vec<f32> {
-        let a_t = self.train.alpha_cumprod(self.calls[call]);
+        let a_t = self.train.alpha_cumprod(self.timesteps()[call]);
         super::zip_map(original, noise, |x, n| a_t.sqrt() * x + (1.0 - a_t).sqrt() * n)
     }
 
+    /// Drops the first `steps` calls: diffusers' img2img slices PNDM's call list at
+    /// `t_start * order` with `order = 1`.
     fn skip_steps(&mut self, steps: usize) -> Result<()> {
-        assert!(self.counter == 0, "skip_steps must come before the first call");
-        assert!(steps < self.steps, "img2img keeps at least one step");
-        self.build_calls(self.steps - steps)
+        assert!(
+            self.begin == 0 && self.counter == 0,
+            "skip_steps must come once, before the first call"
+        );
+        assert!(steps < self.calls.len(), "img2img keeps at least one call");
+        self.begin = steps;
+        Ok(())
+    }
+
+    /// diffusers' slice at `t_start = steps - kept` leaves PNDM's last call even when the strength
+    /// keeps no step (its call list is one longer than its steps); only with 1 step is nothing
+    /// left, and then the step runs anyway.
+    fn start_at_strength(&mut self, strength: f64) -> Result<Img2ImgStart> {
+        let start = Img2ImgStart::new(self.steps, strength)?;
+        let kept = if start.raised_to_one { 0 } else { start.steps_run };
+        let t_start = self.steps - kept;
+        if t_start < self.calls.len() {
+            self.skip_steps(t_start)?;
+            return Ok(Img2ImgStart {
+                steps_run: start.steps_run,
+                raised_to_one: false,
+            });
+        }
+        self.skip_steps(self.steps - start.steps_run)?;
+        Ok(start)
     }
 }
