@@ -27,12 +27,6 @@
 //!   rounding in cond - uncond). Measured on the CPU twins (which round where
 //!   the GPU kernels do): 54..77 dB, 8-bit difference up to 3.
 //!
-//! Known divergence: PNDM img2img (`img2img_pndm`). diffusers' img2img
-//! slices PNDM's call list as if it had one call per step, so it starts one
-//! noise level above DDIM and misplaces the warm-up; sd-wgpu's PNDM restarts
-//! its warm-up on the kept steps instead (src/schedulers/pndm.rs). The case
-//! is run and its figures printed (about 27 dB), but not held to the bounds.
-//!
 //! GPU tests fail (never skip) when no adapter is found.
 
 use std::collections::HashMap;
@@ -52,9 +46,6 @@ const F32_PSNR: f64 = 90.0;
 const F32_MAX_U8: u8 = 1;
 const F16_PSNR: f64 = 45.0;
 const F16_MAX_U8: u8 = 8;
-
-/// Cases where sd-wgpu deliberately differs from diffusers (see the module docs).
-const KNOWN_DIVERGENT: &[&str] = &["img2img_pndm"];
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline")
@@ -179,17 +170,11 @@ fn conformance(device: Device, dtype: DType, min_psnr: f64, max_u8: u8) {
         for (i, img) in out.images.iter().enumerate() {
             assert_eq!(img.info.seed, req.seed + i as u64);
             let (psnr, max, max8) = compare(&img.image, &golden[i * per_image..(i + 1) * per_image]);
-            let known = KNOWN_DIVERGENT.contains(&name);
             eprintln!(
-                "{:<32} {psnr:>9.2} {max:>10.2e} {max8:>6}{}",
-                format!("{name}[{i}]"),
-                if known {
-                    "  (known divergence, not checked)"
-                } else {
-                    ""
-                }
+                "{:<32} {psnr:>9.2} {max:>10.2e} {max8:>6}",
+                format!("{name}[{i}]")
             );
-            if !known && (psnr < min_psnr || max8 > max_u8) {
+            if psnr < min_psnr || max8 > max_u8 {
                 failures.push(format!(
                     "{name}[{i}]: PSNR {psnr:.2} dB, max 8-bit difference {max8}"
                 ));

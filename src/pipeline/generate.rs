@@ -102,8 +102,9 @@ impl Pipeline {
 
     /// Every check that needs the model, before any work.
     fn plan(&self, req: &Request, width: usize, height: usize, img2img: bool) -> Result<Plan> {
-        let start = if img2img {
-            Some((req.strength, req.check_img2img()?))
+        let strength = if img2img {
+            req.check_img2img()?;
+            Some(req.strength)
         } else {
             req.check()?;
             None
@@ -122,11 +123,15 @@ impl Pipeline {
             ));
         }
         let sampler = req.sampler.unwrap_or(self.default_sampler);
-        // Builds once to check the step count against the schedule.
-        sampler.build(&self.scheduler, req.steps).map_err(|e| match e {
+        // Builds once to check the step count against the schedule, and to learn what the strength
+        // leaves of this sampler's calls (PNDM's last call survives a strength that keeps no step).
+        let mut built = sampler.build(&self.scheduler, req.steps).map_err(|e| match e {
             Error::InvalidArgument { name, msg } if name == "steps" => Error::invalid("--steps", msg),
             e => e,
         })?;
+        let start = strength
+            .map(|s| built.start_at_strength(s).map(|start| (s, start)))
+            .transpose()?;
         Ok(Plan {
             sampler,
             width,
@@ -147,7 +152,7 @@ impl Pipeline {
         if let Some((strength, _)) = plan.start.filter(|(_, s)| s.raised_to_one) {
             warnings.push(format!(
                 "--strength {strength} keeps no step of {} (int({} x {strength}) = 0): running 1 step \
-                 (diffusers would return the input unchanged)",
+                 (diffusers would run no model call)",
                 req.steps, req.steps
             ));
         }
