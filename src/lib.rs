@@ -14,6 +14,8 @@ pub mod gpu;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+pub mod rng;
+pub mod schedulers;
 pub mod tensor;
 pub mod text;
 pub mod weights;

@@ -6,4 +6,8 @@
 //! GPU tests fail, never skip, when no adapter is found.
 
 mod common;
+mod conv;
 mod elementwise;
+mod layout;
+mod matmul;
+mod norm;
