@@ -138,6 +138,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|c| clip.forward(c, &[], 1))
                 .collect::<Result<_, _>>()?;
             let last = Tensor::cat(&last.iter().collect::<Vec<_>>(), 0);
+            device.sync()?;
             let secs = t.elapsed().as_secs_f64();
             g.compare("text encoder", &last, "clip_last", secs)?;
             let skip: Vec<Tensor> = ids
