@@ -7,6 +7,7 @@
 //! after a device sync), TFLOP/s or GB/s, and the naive/tuned ratio measured
 //! in the same run.
 
+mod attention;
 mod common;
 mod elementwise;
 
@@ -20,5 +21,8 @@ fn main() {
     println!("mode: {}", if short { "short" } else { "full" });
     if want("elementwise") {
         elementwise::run(&bench);
+    }
+    if want("attention") {
+        attention::run(&bench);
     }
 }
