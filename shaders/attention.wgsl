@@ -379,12 +379,12 @@ fn naive_out(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
 
 #if SOFTMAX
 // One workgroup per row of length n: max, sum of exp, then the normalised
-// values. Reductions use subgroup operations when SUBGROUP_REDUCE is on (the
-// adapter has subgroups), else a tree in workgroup memory.
+// values. Reductions use subgroup operations when the context has subgroups
+// (SUBGROUPS), else a tree in workgroup memory.
 var<workgroup> red: array<f32, WG>;
 
 fn reduce(x: f32, is_max: bool, lid: u32, sg_lane: u32, sg_id: u32, sg_count: u32) -> f32 {
-#if SUBGROUP_REDUCE
+#if SUBGROUPS
     // Within each subgroup, then across the subgroups' partial results.
     var r = select(subgroupAdd(x), subgroupMax(x), is_max);
     if (sg_lane == 0u) { red[sg_id] = r; }
@@ -413,12 +413,12 @@ fn reduce(x: f32, is_max: bool, lid: u32, sg_lane: u32, sg_id: u32, sg_count: u3
 @compute @workgroup_size(WG)
 fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32,
-#if SUBGROUP_REDUCE
+#if SUBGROUPS
            @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_id) sg_id: u32,
            @builtin(num_subgroups) sg_count: u32,
 #endif
            ) {
-#if SUBGROUP_REDUCE
+#if SUBGROUPS
 #else
     let sg_lane = 0u;
     let sg_id = 0u;

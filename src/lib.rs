@@ -13,7 +13,11 @@ pub mod error;
 pub mod gpu;
 pub mod models;
 pub mod ops;
+pub mod pipeline;
+pub mod rng;
+pub mod schedulers;
 pub mod tensor;
+pub mod text;
 pub mod weights;
 
 pub use device::{Backend, Device};

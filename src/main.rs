@@ -22,8 +22,14 @@ struct Cli {
 enum Command {
     /// Show a checkpoint's layout, family, dtypes and parameter counts.
     Info(cli::info::Args),
+    /// Time the SD 1.5 UNet, text encoder and VAE decode (random weights).
+    Bench(cli::bench::Args),
     /// Print the CLIP token ids of a prompt (like A1111's token counter).
     Tokenize(cli::tokenize::Args),
+    /// Generate images from a prompt.
+    Txt2img(cli::generate::Txt2ImgArgs),
+    /// Transform an image guided by a prompt.
+    Img2img(cli::generate::Img2ImgArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,12 +37,31 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(a) => cli::info::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+        Command::Txt2img(a) => cli::generate::run_txt2img(a),
+        Command::Img2img(a) => cli::generate::run_img2img(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause only once (library
+/// errors already include their source's text).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }

@@ -148,8 +148,13 @@ struct Log {
     failed: Vec<String>,
 }
 
+/// Makes up the values of a weight from its name and shape.
+type Init = dyn Fn(&str, &[usize]) -> Vec<f32> + Send + Sync;
+
 struct Inner {
     source: Arc<dyn TensorSource>,
+    /// Set by [`VarBuilder::from_fn`]: every weight is generated, none read.
+    init: Option<Box<Init>>,
     device: Device,
     dtype: DType,
     log: Mutex<Log>,
@@ -168,6 +173,28 @@ impl VarBuilder {
         VarBuilder {
             inner: Arc::new(Inner {
                 source,
+                init: None,
+                device: device.clone(),
+                dtype,
+                log: Mutex::new(Log::default()),
+            }),
+            prefix: String::new(),
+        }
+    }
+
+    /// Weights made up on request: `init(name, shape)` gives the values of
+    /// each weight the model asks for (benchmarks of the full architecture
+    /// without a download). `finish` reports only weights that could not be
+    /// placed on the device.
+    pub fn from_fn(
+        init: impl Fn(&str, &[usize]) -> Vec<f32> + Send + Sync + 'static,
+        device: &Device,
+        dtype: DType,
+    ) -> VarBuilder {
+        VarBuilder {
+            inner: Arc::new(Inner {
+                source: Arc::new(MemorySource::new()),
+                init: Some(Box::new(init)),
                 device: device.clone(),
                 dtype,
                 log: Mutex::new(Log::default()),
@@ -217,6 +244,16 @@ impl VarBuilder {
             Tensor::zeros(shape, dtype, &self.inner.device)
                 .unwrap_or_else(|_| Tensor::zeros(shape, dtype, &Device::Cpu).expect("host zeros"))
         };
+        if let Some(init) = &self.inner.init {
+            match Tensor::from_f32(init(&full, shape), shape, dtype, &self.inner.device) {
+                Ok(t) => return t,
+                Err(e) => {
+                    let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
+                    log.failed.push(format!("{full}: {e}"));
+                    return placeholder();
+                }
+            }
+        }
         let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
         log.used.insert(full.clone());
         let Some(info) = self.inner.source.info(&full) else {
@@ -335,6 +372,18 @@ mod tests {
         assert!(e.contains("missing (1): a.gone"), "{e}");
         assert!(e.contains("a.bias expected [2] found [3]"), "{e}");
         assert!(e.contains("unexpected (1): a.extra"), "{e}");
+    }
+
+    #[test]
+    fn generated_weights() {
+        let vb = VarBuilder::from_fn(
+            |name, shape| vec![name.len() as f32; shape.iter().product()],
+            &Device::Cpu,
+            DType::F32,
+        );
+        let w = vb.pp("layer").get("weight", &[2, 2]);
+        assert_eq!(w.to_vec_f32().unwrap(), vec![12.0; 4]);
+        vb.finish("generated", &[]).unwrap();
     }
 
     #[test]

@@ -63,16 +63,6 @@ const SHORT: [Shape; 4] = [
 /// where one call would take minutes.
 const SOFTWARE_NAIVE_MAX_FLOPS: f64 = 100e9;
 
-/// Rate in TFLOP/s, or GFLOP/s when below 0.1 TFLOP/s (software adapters).
-fn flop_rate(flops: f64, secs: f64) -> (f64, &'static str) {
-    let tflops = flops / secs / 1e12;
-    if tflops < 0.1 {
-        (tflops * 1e3, "GFLOP/s")
-    } else {
-        (tflops, "TFLOP/s")
-    }
-}
-
 pub fn run(b: &Bench) {
     let shapes: &[Shape] = if b.short { &SHORT } else { &FULL };
     let software = b.ctx.caps().software;
@@ -109,11 +99,11 @@ pub fn run(b: &Bench) {
             let naive = (!software || flops <= SOFTWARE_NAIVE_MAX_FLOPS)
                 .then(|| b.time(iters, || attention_variant(&q, &k, &v, &opts, Variant::Naive)));
             if let Some(t) = naive {
-                let (rate, unit) = flop_rate(flops, t);
+                let (rate, unit) = b.flop_rate(flops, t);
                 report("attn naive", dt.name(), &name, t, rate, unit, None);
             }
             let t = b.time(iters, || attention_variant(&q, &k, &v, &opts, Variant::Tuned));
-            let (rate, unit) = flop_rate(flops, t);
+            let (rate, unit) = b.flop_rate(flops, t);
             report("attn flash", dt.name(), &name, t, rate, unit, naive);
         }
         for shape in [[2usize, 8, 4096], [24, 77, 77]] {

@@ -33,6 +33,16 @@ impl Bench {
         }
     }
 
+    /// A FLOP rate in the unit that reads well on this adapter: TFLOP/s, or
+    /// GFLOP/s on a software adapter (where TFLOP/s would print 0.000).
+    pub fn flop_rate(&self, flops: f64, secs: f64) -> (f64, &'static str) {
+        if self.ctx.caps().software {
+            (flops / secs / 1e9, "GFLOP/s")
+        } else {
+            (flops / secs / 1e12, "TFLOP/s")
+        }
+    }
+
     /// A random GPU tensor (values in [-1, 1)).
     pub fn rand(&self, shape: &[usize], dtype: DType) -> Tensor {
         let n: usize = shape.iter().product();
@@ -58,6 +68,17 @@ impl Bench {
         drop(outs);
         t / iters as f64
     }
+}
+
+/// Seconds per call of a CPU-backend op: one warm-up call, then the mean of
+/// `iters` calls.
+pub fn time_cpu(iters: usize, mut f: impl FnMut() -> Tensor) -> f64 {
+    drop(f());
+    let t = std::time::Instant::now();
+    for _ in 0..iters {
+        drop(f());
+    }
+    t.elapsed().as_secs_f64() / iters as f64
 }
 
 /// One result line, aligned.

@@ -9,7 +9,10 @@
 
 mod attention;
 mod common;
+mod conv;
 mod elementwise;
+mod matmul;
+mod norm;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -21,6 +24,15 @@ fn main() {
     println!("mode: {}", if short { "short" } else { "full" });
     if want("elementwise") {
         elementwise::run(&bench);
+    }
+    if want("matmul") {
+        matmul::run(&bench);
+    }
+    if want("conv") {
+        conv::run(&bench);
+    }
+    if want("norm") {
+        norm::run(&bench);
     }
     if want("attention") {
         attention::run(&bench);

@@ -1,4 +1,7 @@
 //! One file per subcommand: argument struct and `run`.
 
+pub mod bench;
+pub mod generate;
 pub mod info;
+pub mod progress_bar;
 pub mod tokenize;

@@ -81,12 +81,32 @@ pub fn cat(ts: &[&Tensor], dim: usize) -> Tensor {
     Tensor::cpu_from_f32(out, &shape, ts[0].dtype())
 }
 
+/// PyTorch's nearest source index (ATen `nearest_idx`): the same size maps
+/// to itself, 2x to `dst / 2`, anything else to `floor(dst * (in / out))`
+/// with the scale and the product in f32, clamped to `in - 1`. The f32 scale
+/// matters where `dst * in / out` is an integer and `in / out` rounds down
+/// (26 -> 44: dst 22 reads 12, not 13). The GPU kernel gets the same scale.
+pub(crate) fn nearest_src(dst: usize, len_in: usize, len_out: usize) -> usize {
+    if len_out == len_in {
+        dst
+    } else if len_out == 2 * len_in {
+        dst / 2
+    } else {
+        ((dst as f32 * nearest_scale(len_in, len_out)).floor() as usize).min(len_in - 1)
+    }
+}
+
+/// `in / out` in f32, as PyTorch computes it when given an output size.
+pub(crate) fn nearest_scale(len_in: usize, len_out: usize) -> f32 {
+    len_in as f32 / len_out as f32
+}
+
 pub fn upsample_nearest(x: &Tensor, out_h: usize, out_w: usize) -> Tensor {
     let (n, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
     gather(x, n * c * out_h * out_w, &[n, c, out_h, out_w], |i| {
         let (plane, r) = (i / (out_h * out_w), i % (out_h * out_w));
         let (oy, ox) = (r / out_w, r % out_w);
-        plane * h * w + (oy * h / out_h) * w + ox * w / out_w
+        plane * h * w + nearest_src(oy, h, out_h) * w + nearest_src(ox, w, out_w)
     })
 }
 

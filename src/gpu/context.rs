@@ -28,6 +28,27 @@ pub enum AdapterPreference {
     SoftwareOnly,
 }
 
+/// Switches for opening a context. `Default` uses everything the adapter offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Use subgroup operations when the adapter has them. Off makes every
+    /// reduction take its workgroup-memory path, so tests and benchmarks can
+    /// cover both on one adapter.
+    pub subgroups: bool,
+    /// Lowers the storage-binding limit (bytes) below the adapter's, so tests
+    /// can run the windowed paths of every op on small tensors.
+    pub max_binding_bytes: Option<u64>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            subgroups: true,
+            max_binding_bytes: None,
+        }
+    }
+}
+
 /// What the adapter can do that the kernels care about.
 #[derive(Debug, Clone)]
 pub struct Capabilities {
@@ -103,6 +124,11 @@ pub fn list_adapters() -> Vec<wgpu::Adapter> {
 impl GpuContext {
     /// Opens the best adapter allowed by `pref`.
     pub fn new(pref: AdapterPreference) -> Result<Arc<GpuContext>> {
+        GpuContext::new_with(pref, GpuOptions::default())
+    }
+
+    /// Opens the best adapter allowed by `pref`, with `opts`.
+    pub fn new_with(pref: AdapterPreference, opts: GpuOptions) -> Result<Arc<GpuContext>> {
         let adapters = list_adapters();
         let seen: Vec<String> = adapters
             .iter()
@@ -120,7 +146,7 @@ impl GpuContext {
             }
         });
         match pick {
-            Some(a) => GpuContext::from_adapter(a),
+            Some(a) => GpuContext::from_adapter_with(a, opts),
             None => Err(Error::NoAdapter(format!(
                 "no {} adapter found (adapters seen: {}). On Debian/Ubuntu, \
                  `apt-get install mesa-vulkan-drivers` provides a software Vulkan adapter",
@@ -141,11 +167,22 @@ impl GpuContext {
     /// Opens a device on `adapter` with its real limits and the optional
     /// features the kernels use (f16, subgroups, timestamps) when present.
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<GpuContext>> {
+        GpuContext::from_adapter_with(adapter, GpuOptions::default())
+    }
+
+    /// `from_adapter` with `opts` (e.g. subgroups off).
+    pub fn from_adapter_with(adapter: wgpu::Adapter, opts: GpuOptions) -> Result<Arc<GpuContext>> {
         let info = adapter.get_info();
         let have = adapter.features();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
+        if opts.subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
         let features = have & wanted;
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(max) = opts.max_binding_bytes {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(max);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("sd-wgpu"),
             required_features: features,
@@ -485,10 +522,11 @@ impl GpuContext {
             )));
         }
         let key = format!(
-            "{}:{}:{}:{:?}",
+            "{}:{}:{}:sg{}:{:?}",
             kernel.shader.name,
             kernel.entry,
             dtype.name(),
+            self.caps.subgroups as u8,
             defines
         );
         if let Some(p) = lock(&self.pipelines).get(&key) {

@@ -8,7 +8,7 @@ mod preprocess;
 
 pub mod ops;
 
-pub use context::{list_adapters, AdapterPreference, Capabilities, GpuContext};
+pub use context::{list_adapters, AdapterPreference, Capabilities, GpuContext, GpuOptions};
 pub use kernel::{f32_word, grid_1d, Binding, Dispatch, Kernel, Shader};
 pub use pool::{GpuBuffer, MemoryStats};
 pub use preprocess::{assemble, Define};

@@ -52,7 +52,10 @@ pub fn attention_variant(
     assert_eq!(k.rank(), 3, "attention: k must be [B, L, H*D]");
     assert_eq!(q.dim(0), k.dim(0), "attention: batch");
     assert_eq!(q.dim(2), k.dim(2), "attention: width");
-    assert!(opts.heads > 0 && q.dim(2).is_multiple_of(opts.heads), "attention: heads");
+    assert!(
+        opts.heads > 0 && q.dim(2).is_multiple_of(opts.heads),
+        "attention: heads"
+    );
     assert!(
         !opts.causal || q.dim(1) == k.dim(1),
         "attention: causal needs Lq == Lk"

@@ -1,5 +1,6 @@
 //! Data movement: permute, concat, narrow, nearest upsampling, embedding gather.
 
+use super::Variant;
 use crate::tensor::Tensor;
 use crate::{cpu, gpu};
 
@@ -9,6 +10,13 @@ pub const MAX_RANK: usize = 6;
 impl Tensor {
     /// Reorders dims: result dim i is input dim `perm[i]` (a copy).
     pub fn permute(&self, perm: &[usize]) -> Tensor {
+        self.permute_variant(perm, Variant::Tuned)
+    }
+
+    /// `permute` with the GPU kernel chosen: `Naive` gathers one value per
+    /// thread for every permutation (kept to measure the tiled transpose
+    /// against; over the binding limit it only splits along a kept leading dim).
+    pub fn permute_variant(&self, perm: &[usize], variant: Variant) -> Tensor {
         assert_eq!(
             perm.len(),
             self.rank(),
@@ -28,7 +36,7 @@ impl Tensor {
             return self.clone();
         }
         if self.is_gpu() {
-            gpu::ops::layout::permute(self, perm)
+            gpu::ops::layout::permute(self, perm, variant)
         } else {
             cpu::layout::permute(self, perm)
         }
@@ -86,10 +94,16 @@ impl Tensor {
     }
 
     /// Nearest-neighbour upsampling of `[N, C, H, W]` to `[N, C, out_h, out_w]`
-    /// with PyTorch's rule `src = floor(dst * in / out)`. `(2H, 2W)` is SD's
-    /// upsampler; other sizes serve `forward_upsample_size`.
+    /// with PyTorch's rule `src = floor(dst * (in / out))` (scale and product
+    /// in f32, as `F.interpolate(size=..)`). `(2H, 2W)` is SD's upsampler;
+    /// other sizes serve `forward_upsample_size`.
     pub fn upsample_nearest(&self, out_h: usize, out_w: usize) -> Tensor {
         assert_eq!(self.rank(), 4, "upsample: input {:?}", self.shape());
+        assert!(
+            self.dim(2) * self.dim(3) > 0 || out_h * out_w == 0,
+            "upsample: empty input plane {:?} to {out_h}x{out_w}",
+            self.shape()
+        );
         if self.is_gpu() {
             gpu::ops::layout::upsample_nearest(self, out_h, out_w)
         } else {

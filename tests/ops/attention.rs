@@ -43,6 +43,7 @@ struct Case {
     /// Standard deviation of q: larger makes the softmax peakier, so the
     /// running max changes across key tiles and the rescaling is exercised.
     q_scale: f32,
+    dev: Device,
 }
 
 impl Case {
@@ -55,7 +56,13 @@ impl Case {
             heads,
             causal: false,
             q_scale: 1.0,
+            dev: gpu(),
         }
+    }
+
+    fn on(mut self, dev: Device) -> Case {
+        self.dev = dev;
+        self
     }
 
     fn causal(mut self) -> Case {
@@ -85,9 +92,20 @@ impl Case {
     /// row, or only on the rows of `sample` (query windows of every batch
     /// item) when the full reference would take too long on the CPU.
     fn check(&self, rng: &mut Rng, dt: DType, variants: &[Variant], sample: Option<&[(usize, usize)]>) {
-        let (cq, gq) = pair(rng, &[self.b, self.lq, self.w], self.q_scale, dt);
-        let (ck, gk) = pair(rng, &[self.b, self.lk, self.w], 1.0, dt);
-        let (cv, gv) = pair(rng, &[self.b, self.lk, self.w], 1.0, dt);
+        let mut input = |len: usize, scale: f32| {
+            let c = Tensor::from_f32(
+                rng.vec(self.b * len * self.w, scale),
+                &[self.b, len, self.w],
+                dt,
+                &Device::Cpu,
+            )
+            .unwrap();
+            let g = c.to_device(&self.dev).unwrap();
+            (c, g)
+        };
+        let (cq, gq) = input(self.lq, self.q_scale);
+        let (ck, gk) = input(self.lk, 1.0);
+        let (cv, gv) = input(self.lk, 1.0);
         let opts = AttentionOpts::new(self.heads, self.w, self.causal);
         let full = [(0, self.lq)];
         let rows = sample.unwrap_or(&full);
@@ -220,20 +238,30 @@ fn awkward_shapes() {
     }
 }
 
-/// Inputs above the 128 MiB storage-binding limit are split into windows:
-/// along the batch while whole batch items fit, else along the queries.
+/// Inputs above the storage-binding limit (1 MiB on this context) are split
+/// into windows: along the batch while whole batch items fit, else along the
+/// queries; with several key passes, causal, and partial windows.
 #[test]
 fn larger_than_binding_limit() {
     let mut rng = Rng::new(16);
-    let ctx = gpu();
-    let max = ctx.gpu().unwrap().max_binding_elems(DType::F32);
-    let w = 1024;
-    // Batch windows: 3 items of ~40% of the limit each.
-    let lq = max * 2 / 5 / w;
-    Case::new(3, lq, 5, w, 16).check(&mut rng, DType::F32, &VARIANTS, None);
-    // Query windows: one batch item just above the limit.
-    let lq = max / w + 233;
-    Case::new(1, lq, 3, w, 16).check(&mut rng, DType::F32, &VARIANTS, None);
+    let max = (SMALL_BINDING / 4) as usize; // f32 elements per binding
+    let w = 256;
+    for dt in DTYPES {
+        // Batch windows: 5 items of ~30% of the limit each, 300 keys.
+        let lq = max * 3 / 10 / w;
+        Case::new(5, lq, 300, w, 4)
+            .on(gpu_small_bindings())
+            .check(&mut rng, dt, &VARIANTS, None);
+        Case::new(5, lq, lq, w, 4)
+            .causal()
+            .on(gpu_small_bindings())
+            .check(&mut rng, dt, &VARIANTS, None);
+        // Query windows: one batch item above the limit.
+        let lq = max / w + 233;
+        Case::new(2, lq, 77, w, 4)
+            .on(gpu_small_bindings())
+            .check(&mut rng, dt, &VARIANTS, None);
+    }
 }
 
 /// The CPU twin on hand-computed values.
@@ -326,19 +354,29 @@ fn gpu_hand_values() {
 #[test]
 fn softmax_last() {
     let mut rng = Rng::new(17);
-    for dt in DTYPES {
-        for shape in [vec![2usize, 8, 77], vec![3, 1000], vec![5, 1], vec![2, 8, 4096]] {
-            let (c, g) = pair(&mut rng, &shape, 4.0, dt);
-            // Max, exp and a sum in f32 on both sides. Vulkan lets exp be off
-            // by 3 + 2|x| ulp: with x - max down to -30 here that is a relative
-            // error up to ~4e-6 (NMSE ~1e-11) besides summation order and the
-            // f16 output rounding.
-            assert_close(
-                &format!("softmax {dt} {shape:?}"),
-                &g.softmax_last(),
-                &c.softmax_last(),
-                bound(dt, 1e-10, 1e-6),
-            );
+    // Subgroup reductions where the adapter has them, and the workgroup tree.
+    for dev in [gpu(), gpu_no_subgroups()] {
+        for dt in DTYPES {
+            for shape in [vec![2usize, 8, 77], vec![3, 1000], vec![5, 1], vec![2, 8, 4096]] {
+                let n = shape.iter().product();
+                let c = Tensor::from_f32(rng.vec(n, 4.0), &shape, dt, &Device::Cpu).unwrap();
+                let g = c.to_device(&dev).unwrap();
+                // Max, exp and a sum in f32 on both sides. Vulkan lets exp be off
+                // by 3 + 2|x| ulp: with x - max down to -30 here that is a relative
+                // error up to ~4e-6 (NMSE ~1e-11) besides summation order and the
+                // f16 output rounding.
+                assert_close(
+                    &format!("softmax {dt} {shape:?} on {dev:?}"),
+                    &g.softmax_last(),
+                    &c.softmax_last(),
+                    bound(dt, 1e-10, 1e-6),
+                );
+            }
         }
     }
+    // Rows in windows when the tensor exceeds the binding limit.
+    let n = (SMALL_BINDING / 4) as usize / 100 * 3;
+    let c = Tensor::from_f32(rng.vec(n * 100, 4.0), &[n, 100], DType::F32, &Device::Cpu).unwrap();
+    let g = c.to_device(&gpu_small_bindings()).unwrap();
+    assert_close("softmax in windows", &g.softmax_last(), &c.softmax_last(), 1e-10);
 }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use sd_wgpu::gpu::{AdapterPreference, GpuContext};
+use sd_wgpu::gpu::{AdapterPreference, GpuContext, GpuOptions};
 use sd_wgpu::{DType, Device, Tensor};
 
 /// The one GPU context of this test binary. Fails (never skips) without an adapter.
@@ -18,6 +18,44 @@ pub fn gpu() -> Device {
             "GPU tests need a wgpu adapter and none was found: {e}\n\
              Install a software Vulkan driver (Debian: apt-get install mesa-vulkan-drivers)."
         ),
+    });
+    Device::Gpu(ctx.clone())
+}
+
+/// A second context on the same adapter with subgroups off, so every
+/// reduction also runs its workgroup-memory path. Fails without an adapter.
+pub fn gpu_no_subgroups() -> Device {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| {
+        let opts = GpuOptions {
+            subgroups: false,
+            ..Default::default()
+        };
+        match GpuContext::new_with(AdapterPreference::HardwareFirst, opts) {
+            Ok(c) => c,
+            Err(e) => panic!("GPU tests need a wgpu adapter and none was found: {e}"),
+        }
+    });
+    Device::Gpu(ctx.clone())
+}
+
+/// Storage-binding limit of `gpu_small_bindings()`: 1 MiB.
+pub const SMALL_BINDING: u64 = 1 << 20;
+
+/// A context on the same adapter whose storage bindings are limited to
+/// `SMALL_BINDING` bytes, so the windowed path of every op (normally taken
+/// only above 128 MiB or more) runs on small tensors.
+pub fn gpu_small_bindings() -> Device {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| {
+        let opts = GpuOptions {
+            max_binding_bytes: Some(SMALL_BINDING),
+            ..Default::default()
+        };
+        match GpuContext::new_with(AdapterPreference::HardwareFirst, opts) {
+            Ok(c) => c,
+            Err(e) => panic!("GPU tests need a wgpu adapter and none was found: {e}"),
+        }
     });
     Device::Gpu(ctx.clone())
 }

@@ -7,4 +7,8 @@
 
 mod attention;
 mod common;
+mod conv;
 mod elementwise;
+mod layout;
+mod matmul;
+mod norm;

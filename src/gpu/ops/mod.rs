@@ -17,6 +17,7 @@ pub mod elementwise;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+mod tile;
 
 use std::sync::Arc;
 

@@ -1,0 +1,138 @@
+//! Norm and layout kernels are bandwidth bound: GB/s counts the bytes the op
+//! must move, x read once and y written once. (The norm kernels read x twice,
+//! for the statistics and to normalise; the second read is often served by
+//! the cache, so DRAM traffic is between 1x and 1.5x the figure's bytes.)
+//!
+//! Each norm case runs on the default context (subgroup reductions when the
+//! adapter has them, "sg") and on one with subgroups off (workgroup-memory
+//! tree, "wg"); the sg line gives the ratio measured in the same run.
+
+use sd_wgpu::gpu::{AdapterPreference, GpuContext, GpuOptions};
+use sd_wgpu::ops::Variant;
+use sd_wgpu::{DType, Device};
+
+use crate::common::{report, Bench};
+
+/// The same adapter with subgroups off.
+fn without_subgroups(b: &Bench) -> Bench {
+    let opts = GpuOptions {
+        subgroups: false,
+        ..Default::default()
+    };
+    let ctx = GpuContext::new_with(AdapterPreference::HardwareFirst, opts).expect("second context");
+    Bench {
+        dev: Device::Gpu(ctx.clone()),
+        ctx,
+        short: b.short,
+    }
+}
+
+/// Seconds per call of `time` on both contexts; prints the two lines.
+fn sg_vs_wg(both: &[Bench; 2], family: &str, dt: DType, shape: &[usize], time: Timer) {
+    let secs = both.each_ref().map(|b| time(b, shape, dt));
+    let bytes = (2 * shape.iter().product::<usize>() * dt.size()) as f64;
+    for (i, tag) in ["sg", "wg"].iter().enumerate() {
+        let note = match (i, both[0].ctx.caps().subgroups) {
+            (0, true) => format!(" sg x{:.2} vs wg", secs[1] / secs[0]),
+            (0, false) => " (adapter has no subgroups)".into(),
+            _ => String::new(),
+        };
+        report(
+            family,
+            &format!("{}/{tag}", dt.name()),
+            &format!("{shape:?}{note}"),
+            secs[i],
+            bytes / secs[i] / 1e9,
+            "GB/s",
+            None,
+        );
+    }
+}
+
+type Timer = fn(&Bench, &[usize], DType) -> f64;
+
+/// Group norm with 32 groups and SiLU, as in every UNet / VAE resnet.
+fn group_norm(b: &Bench, shape: &[usize], dt: DType) -> f64 {
+    let x = b.rand(shape, dt);
+    let (gamma, beta) = (b.rand(&[shape[1]], dt), b.rand(&[shape[1]], dt));
+    // Every timed output stays alive until the sync: fewer of the VAE's 128 MiB.
+    let iters = if x.size_in_bytes() > 64 << 20 { 5 } else { 20 };
+    b.time(b.iters(iters), || x.group_norm(32, 1e-6, &gamma, &beta, true))
+}
+
+fn layer_norm(b: &Bench, shape: &[usize], dt: DType) -> f64 {
+    let d = shape[shape.len() - 1];
+    let x = b.rand(shape, dt);
+    let (gamma, beta) = (b.rand(&[d], dt), b.rand(&[d], dt));
+    b.time(b.iters(20), || x.layer_norm(&gamma, &beta, 1e-5))
+}
+
+pub fn run(b: &Bench) {
+    let both = [
+        Bench {
+            ctx: b.ctx.clone(),
+            dev: b.dev.clone(),
+            short: b.short,
+        },
+        without_subgroups(b),
+    ];
+    // Group norm: UNet resnets (64x64 and 8x8 latents, batch 2 for CFG), the
+    // VAE decoder's mid block at 512^2 (64x64 latent) and its up-blocks.
+    let mut cases = vec![
+        ([2, 320, 64, 64], DType::F16),
+        ([2, 320, 64, 64], DType::F32),
+        ([1, 512, 64, 64], DType::F32),
+    ];
+    if !b.short {
+        cases.extend([
+            ([2, 1280, 8, 8], DType::F16),
+            ([1, 256, 256, 256], DType::F32),
+            ([1, 128, 512, 512], DType::F32),
+        ]);
+    }
+    for (shape, dt) in cases {
+        sg_vs_wg(&both, "group_norm", dt, &shape, group_norm);
+    }
+    // Layer norm: UNet transformer rows at 64x64 (320 wide), CLIP (768 wide).
+    let mut cases = vec![(vec![2, 4096, 320], DType::F16)];
+    if !b.short {
+        cases.extend([(vec![2, 4096, 320], DType::F32), (vec![2, 77, 768], DType::F16)]);
+    }
+    for (shape, dt) in cases {
+        sg_vs_wg(&both, "layer_norm", dt, &shape, layer_norm);
+    }
+    // The transformer's way in and out: [B, C, H, W] <-> [B, HW, C].
+    for dt in [DType::F16, DType::F32] {
+        if b.short && dt == DType::F32 {
+            continue;
+        }
+        let x = b.rand(&[2, 320, 64, 64], dt);
+        let y = x.reshape(&[2, 320, 4096]).permute(&[0, 2, 1]);
+        let bytes = (2 * x.size_in_bytes()) as f64;
+        for (t, perm, shape) in [
+            (&x, &[0, 2, 3, 1][..], "[2, 320, 64, 64] -> [0, 2, 3, 1]"),
+            (&y, &[0, 2, 1][..], "[2, 4096, 320] -> [0, 2, 1]"),
+        ] {
+            let naive = b.time(b.iters(20), || t.permute_variant(perm, Variant::Naive));
+            let s = b.time(b.iters(20), || t.permute(perm));
+            report(
+                "permute",
+                "naive",
+                shape,
+                naive,
+                bytes / naive / 1e9,
+                "GB/s",
+                None,
+            );
+            report(
+                "permute",
+                dt.name(),
+                shape,
+                s,
+                bytes / s / 1e9,
+                "GB/s",
+                Some(naive),
+            );
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! `sd-wgpu txt2img` and `sd-wgpu img2img`: flags, checks, and the run.
+//!
+//! Order of work, so that mistakes cost nothing: every flag is checked, the
+//! output files are planned (the no-overwrite rule) and the inputs
+//! (embeddings, img2img image) are read before the model is loaded; the
+//! images are written only once all of them are generated.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use sd_wgpu::models::{memory_summary, Tiling};
+use sd_wgpu::pipeline::output::{encode_png, plan_outputs, write_atomic};
+use sd_wgpu::pipeline::{LoadOptions, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings};
+use sd_wgpu::schedulers::SamplerKind;
+use sd_wgpu::{Backend, DType};
+
+use super::progress_bar::Bar;
+
+/// The flags txt2img and img2img share.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// What to draw. A1111 syntax: (word:1.2), [word], BREAK; any length.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// What to avoid (default: none, the encoding of the empty text).
+    #[arg(long, value_name = "TEXT", default_value = "", hide_default_value = true)]
+    pub negative_prompt: String,
+    /// Checkpoint: a diffusers folder or a single .safetensors / .ckpt file (required
+    /// until sd-wgpu ships a built-in model).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Sampling steps.
+    #[arg(long, value_name = "N", default_value_t = 25)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 disables guidance and halves the work).
+    #[arg(long, value_name = "F", default_value_t = 7.5, allow_hyphen_values = true)]
+    pub cfg_scale: f32,
+    /// ddim, pndm, euler, euler-a, dpm++2m, dpm++2m-karras, lms or heun
+    /// (default: the one the model's scheduler config names; PNDM for SD 1.5).
+    #[arg(long, value_name = "NAME", value_parser = parse_sampler)]
+    pub sampler: Option<SamplerKind>,
+    /// Seed of the noise (default: random, printed). Image i of a batch uses seed + i.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Image width in pixels, a multiple of 8 (default: the model's native size;
+    /// img2img: the input's width rounded down to a multiple of 8).
+    #[arg(long, value_name = "N")]
+    pub width: Option<usize>,
+    /// Image height in pixels, a multiple of 8 (defaults as --width).
+    #[arg(long, value_name = "N")]
+    pub height: Option<usize>,
+    /// Number of images, generated one after the other with seeds seed, seed + 1, ...
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub batch: usize,
+    /// Textual-inversion embedding file (.pt, .bin, .safetensors); repeat for several.
+    #[arg(long = "embedding", value_name = "FILE")]
+    pub embeddings: Vec<PathBuf>,
+    /// A1111's "Clip skip": 1 = the text encoder's last layer, 2 = the one before.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub clip_skip: usize,
+    /// auto, gpu or cpu (default: $SD_WGPU_BACKEND, else auto: a GPU if there is one).
+    #[arg(long, value_name = "auto|gpu|cpu")]
+    pub backend: Option<String>,
+    /// UNet and text encoder precision: f16 or f32 (default f16 on a GPU, f32 on the CPU;
+    /// the VAE always runs in f32).
+    #[arg(long, value_name = "f16|f32")]
+    pub dtype: Option<String>,
+    /// VAE tiling: auto (above 768x768 pixels), on or off.
+    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
+    pub vae_tiling: String,
+    /// Output PNG (default sd-wgpu-<seed>.png); with --batch, NAME-0.png, NAME-1.png, ...
+    #[arg(long, value_name = "FILE.png")]
+    pub output: Option<PathBuf>,
+    /// Replace existing output files (otherwise the run stops before generating).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the device, the model, and a timing breakdown with peak GPU memory.
+    #[arg(long)]
+    pub verbose: bool,
+    /// Print only errors and the written file names.
+    #[arg(long, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args)]
+pub struct Txt2ImgArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(clap::Args)]
+pub struct Img2ImgArgs {
+    /// The input image (PNG, JPEG, WebP, BMP, GIF, TIFF); alpha is composited on white.
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// How much to change it: 0 keeps it, 1 redraws it from noise (runs steps x strength steps).
+    #[arg(long, value_name = "F", allow_hyphen_values = true)]
+    pub strength: f64,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
+    SamplerKind::from_name(s).map_err(|_| {
+        let names: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+pub fn run_txt2img(args: Txt2ImgArgs) -> anyhow::Result<()> {
+    run(args.common, None)
+}
+
+pub fn run_img2img(args: Img2ImgArgs) -> anyhow::Result<()> {
+    run(args.common, Some((args.image, args.strength)))
+}
+
+fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> {
+    let say = |line: String| {
+        if !args.quiet {
+            eprintln!("{line}");
+        }
+    };
+    // 1. Flags, before anything is loaded.
+    let random_seed = args.seed.is_none();
+    let mut req = Request {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        steps: args.steps,
+        cfg_scale: args.cfg_scale,
+        sampler: args.sampler,
+        seed: args.seed.unwrap_or_else(random_seed_u32),
+        width: args.width,
+        height: args.height,
+        batch: args.batch,
+        clip_skip: args.clip_skip,
+        strength: img2img.as_ref().map_or(0.75, |(_, s)| *s),
+        embeddings: Vec::new(),
+    };
+    match img2img {
+        Some(_) => {
+            req.check_img2img()?;
+        }
+        None => req.check()?,
+    }
+    let backend = match &args.backend {
+        Some(b) => b
+            .parse::<Backend>()
+            .map_err(|_| anyhow!("invalid argument --backend: expected auto, gpu or cpu, found {b:?}"))?,
+        None => Backend::from_env()?,
+    };
+    let dtype = args.dtype.as_deref().map(parse_dtype).transpose()?;
+    let vae_tiling = parse_tiling(&args.vae_tiling)?;
+    let source = model_source(args.model.as_ref())?;
+    if let Some((path, _)) = &img2img {
+        must_exist("--image", path)?;
+    }
+    for path in &args.embeddings {
+        must_exist("--embedding", path)?;
+    }
+
+    // 2. Outputs and inputs.
+    let seeds: Vec<u64> = (0..req.batch).map(|i| req.seed_of(i)).collect();
+    let outputs = plan_outputs(args.output.as_deref(), &seeds, args.overwrite)?;
+    for path in &args.embeddings {
+        req.embeddings.push(TextualInversion::load(path)?);
+    }
+    let image = match &img2img {
+        Some((path, _)) => Some(RgbImage::load(path)?),
+        None => None,
+    };
+    if random_seed {
+        say(format!("seed {} (random; pass --seed to repeat)", req.seed));
+    }
+
+    // 3. Device and model.
+    let device = backend.open()?;
+    say(format!("device: {}", device.describe()));
+    let t = Instant::now();
+    let pipe = Pipeline::load(
+        source,
+        &LoadOptions {
+            device: device.clone(),
+            dtype,
+            vae_tiling,
+            variant: None,
+        },
+    )?;
+    let load_secs = t.elapsed().as_secs_f64();
+    if args.verbose {
+        eprintln!(
+            "model: {} ({} {}, default sampler {}, native size {}x{})",
+            pipe.model_name(),
+            pipe.dtype(),
+            if device.is_gpu() {
+                "on the GPU"
+            } else {
+                "on the CPU"
+            },
+            pipe.default_sampler(),
+            pipe.default_size().0,
+            pipe.default_size().1
+        );
+        for w in pipe.warnings() {
+            eprintln!("note: {w}");
+        }
+    }
+
+    // 4. Generation.
+    let mut bar = Bar::new(args.quiet);
+    let generation = match &image {
+        Some(img) => pipe.img2img(&req, img, &mut bar),
+        None => pipe.txt2img(&req, &mut bar),
+    };
+    bar.finish();
+    let generation = generation?;
+    for w in &generation.warnings {
+        say(format!("warning: {w}"));
+    }
+
+    // 5. Files.
+    let t = Instant::now();
+    for (out, path) in generation.images.iter().zip(&outputs) {
+        let png = encode_png(&out.image, &out.info.to_a1111())?;
+        write_atomic(path, &png, args.overwrite).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    let write_secs = t.elapsed().as_secs_f64();
+    if args.verbose {
+        print_timings(load_secs, &generation.timings, write_secs);
+        if let Some(mem) = memory_summary(&device) {
+            eprintln!("GPU memory: {mem}");
+        }
+    }
+    Ok(())
+}
+
+/// Where the model comes from. Without `--model` this will be the embedded
+/// demo model once there is one; until then the flag is required.
+fn model_source(model: Option<&PathBuf>) -> anyhow::Result<ModelSource> {
+    match model {
+        Some(p) => {
+            must_exist("--model", p)?;
+            Ok(ModelSource::Path(p.clone()))
+        }
+        None => Err(anyhow!(
+            "--model is required: give a diffusers folder or a .safetensors / .ckpt file \
+             (e.g. --model v1-5-pruned-emaonly.safetensors)"
+        )),
+    }
+}
+
+fn must_exist(flag: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    match path.try_exists() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(anyhow!(
+            "invalid argument {flag}: {} does not exist",
+            path.display()
+        )),
+        Err(e) => Err(anyhow!(
+            "invalid argument {flag}: cannot access {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn parse_dtype(s: &str) -> anyhow::Result<DType> {
+    match s.to_ascii_lowercase().as_str() {
+        "f16" | "fp16" | "float16" => Ok(DType::F16),
+        "f32" | "fp32" | "float32" => Ok(DType::F32),
+        _ => Err(anyhow!(
+            "invalid argument --dtype: expected f16 or f32, found {s:?}"
+        )),
+    }
+}
+
+fn parse_tiling(s: &str) -> anyhow::Result<Tiling> {
+    match s {
+        "auto" => Ok(Tiling::Auto),
+        "on" => Ok(Tiling::On),
+        "off" => Ok(Tiling::Off),
+        _ => Err(anyhow!(
+            "invalid argument --vae-tiling: expected auto, on or off, found {s:?}"
+        )),
+    }
+}
+
+/// A seed in 0..2^32 from the OS's randomness (A1111's range; torch's
+/// generator uses the low 32 bits of any seed anyway).
+fn random_seed_u32() -> u64 {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    state.hash_one(std::time::SystemTime::now()) & 0xFFFF_FFFF
+}
+
+fn print_timings(load: f64, t: &Timings, write: f64) {
+    eprintln!("timings:");
+    eprintln!("  load          {load:>8.3} s");
+    eprintln!("  text encode   {:>8.3} s", t.text_encode.as_secs_f64());
+    if !t.image_encode.is_zero() {
+        eprintln!("  image encode  {:>8.3} s", t.image_encode.as_secs_f64());
+    }
+    let total: f64 = t.steps.iter().map(|d| d.as_secs_f64()).sum();
+    eprintln!(
+        "  sampling      {total:>8.3} s ({} model calls, {:.3} s each on average)",
+        t.steps.len(),
+        total / t.steps.len().max(1) as f64
+    );
+    for (i, d) in t.steps.iter().enumerate() {
+        eprintln!("    call {:>3}    {:>8.3} s", i + 1, d.as_secs_f64());
+    }
+    eprintln!("  decode        {:>8.3} s", t.decode.as_secs_f64());
+    eprintln!("  write         {write:>8.3} s");
+}

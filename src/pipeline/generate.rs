@@ -1,0 +1,348 @@
+//! txt2img and img2img: diffusers' `StableDiffusionPipeline` and
+//! `StableDiffusionImg2ImgPipeline`, step for step, so that a seed gives
+//! diffusers' image (tests/pipeline_e2e.rs measures how closely).
+//!
+//! Per image `i` of a batch (images are generated one after the other, each
+//! with its own generator seeded `seed + i`, diffusers'
+//! `generator=[Generator().manual_seed(seed + i) ...]`):
+//! 1. txt2img: latents = `randn([1, C, h, w])` * the sampler's
+//!    `init_noise_sigma`.
+//!    img2img: the image's posterior is *sampled* with the generator
+//!    (`latent_dist.sample(generator)`, diffusers' default `sample_mode`),
+//!    scaled by the VAE factor; then the noise for `add_noise` is drawn from
+//!    the same generator, and the clean latents are noised to the first
+//!    remaining timestep (diffusers' `prepare_latents` order).
+//! 2. For each model call: the sampler scales the input; with guidance the
+//!    UNet sees `[uncond, cond]` as one batch of 2 and the prediction is
+//!    `uncond + s * (cond - uncond)` in f32 (diffusers' arithmetic); without
+//!    (scale 1) only the conditional batch of 1 runs. The sampler steps
+//!    (ancestral samplers draw their noise from the image's generator).
+//!    Latents that become NaN or infinite stop the run with the step named.
+//! 3. The VAE decodes the latents in f32; non-finite pixels are an error,
+//!    never an image.
+
+use std::time::{Duration, Instant};
+
+use super::conditioning::Conditioning;
+use super::image_io::{default_size, RgbImage};
+use super::load::Pipeline;
+use super::params::GenerationInfo;
+use super::progress::{Control, Progress, Stage, Step};
+use super::request::{check_side, Request};
+use crate::models::Posterior;
+use crate::rng::BatchRng;
+use crate::schedulers::{Img2ImgStart, SamplerKind};
+use crate::{DType, Error, Result, Tensor};
+
+/// One generated image and the parameters that reproduce it.
+pub struct Generated {
+    pub image: RgbImage,
+    pub info: GenerationInfo,
+}
+
+/// Where the time went (wall clock, device synchronised at each boundary).
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub text_encode: Duration,
+    /// img2img: the VAE encoder.
+    pub image_encode: Duration,
+    /// Every model call of every image, in order.
+    pub steps: Vec<Duration>,
+    /// The VAE decoder, all images.
+    pub decode: Duration,
+}
+
+pub struct Generation {
+    pub images: Vec<Generated>,
+    pub timings: Timings,
+    /// Things the user should know (e.g. a strength that kept no step).
+    pub warnings: Vec<String>,
+}
+
+/// One request's inputs, prepared once for all its images.
+struct Job<'a> {
+    req: &'a Request,
+    plan: &'a Plan,
+    cond: Conditioning,
+    /// img2img: the input image's latent distribution.
+    posterior: Option<Posterior>,
+}
+
+/// The resolved settings of one request.
+struct Plan {
+    sampler: SamplerKind,
+    width: usize,
+    height: usize,
+    /// img2img: the strength and what it leaves of the schedule.
+    start: Option<(f64, Img2ImgStart)>,
+}
+
+impl Pipeline {
+    /// Generates `req.batch` images from the prompt.
+    pub fn txt2img(&self, req: &Request, progress: &mut dyn Progress) -> Result<Generation> {
+        let (dw, dh) = self.default_size();
+        let plan = self.plan(req, req.width.unwrap_or(dw), req.height.unwrap_or(dh), false)?;
+        self.generate(req, &plan, None, progress)
+    }
+
+    /// Transforms `image`: resized to `req.width` x `req.height` when given
+    /// (Lanczos), else its own size rounded down to a multiple of 8.
+    pub fn img2img(
+        &self,
+        req: &Request,
+        image: &RgbImage,
+        progress: &mut dyn Progress,
+    ) -> Result<Generation> {
+        let f = self.vae_scale();
+        let (iw, ih) = default_size(image.width, image.height, f);
+        let plan = self.plan(req, req.width.unwrap_or(iw), req.height.unwrap_or(ih), true)?;
+        let image = image.resized(plan.width, plan.height);
+        self.generate(req, &plan, Some(&image), progress)
+    }
+
+    /// Every check that needs the model, before any work.
+    fn plan(&self, req: &Request, width: usize, height: usize, img2img: bool) -> Result<Plan> {
+        let start = if img2img {
+            Some((req.strength, req.check_img2img()?))
+        } else {
+            req.check()?;
+            None
+        };
+        let f = self.vae_scale();
+        check_side("--width", width, f)?;
+        check_side("--height", height, f)?;
+        let layers = self.text_encoder.config().num_hidden_layers;
+        if req.clip_skip > layers {
+            return Err(Error::invalid(
+                "--clip-skip",
+                format!(
+                    "the text encoder has {layers} layers, so at most {layers}; found {}",
+                    req.clip_skip
+                ),
+            ));
+        }
+        let sampler = req.sampler.unwrap_or(self.default_sampler);
+        // Builds once to check the step count against the schedule.
+        sampler.build(&self.scheduler, req.steps).map_err(|e| match e {
+            Error::InvalidArgument { name, msg } if name == "steps" => Error::invalid("--steps", msg),
+            e => e,
+        })?;
+        Ok(Plan {
+            sampler,
+            width,
+            height,
+            start,
+        })
+    }
+
+    fn generate(
+        &self,
+        req: &Request,
+        plan: &Plan,
+        image: Option<&RgbImage>,
+        progress: &mut dyn Progress,
+    ) -> Result<Generation> {
+        let mut timings = Timings::default();
+        let mut warnings = Vec::new();
+        if let Some((strength, _)) = plan.start.filter(|(_, s)| s.raised_to_one) {
+            warnings.push(format!(
+                "--strength {strength} keeps no step of {} (int({} x {strength}) = 0): running 1 step \
+                 (diffusers would return the input unchanged)",
+                req.steps, req.steps
+            ));
+        }
+
+        check_cancel(progress)?;
+        progress.stage(Stage::EncodingPrompt);
+        let t = Instant::now();
+        let cond = self.condition(req)?;
+        self.device().sync()?;
+        timings.text_encode = t.elapsed();
+
+        let posterior = match image {
+            Some(img) => {
+                check_cancel(progress)?;
+                progress.stage(Stage::EncodingImage);
+                let t = Instant::now();
+                let pixels =
+                    Tensor::from_vec(img.to_chw_signed(), &[1, 3, img.height, img.width], self.device())?;
+                let p = self.vae.encode(&pixels, self.vae_tiling)?; // [1, Z, h, w] each
+                timings.image_encode = t.elapsed();
+                Some(p)
+            }
+            None => None,
+        };
+
+        let job = Job {
+            req,
+            plan,
+            cond,
+            posterior,
+        };
+        let model_hash = self.model_hash();
+        let mut images = Vec::with_capacity(req.batch);
+        for i in 0..req.batch {
+            check_cancel(progress)?;
+            progress.stage(Stage::Sampling { image: i });
+            let latents = self.sample(&job, i, progress, &mut timings)?;
+            check_cancel(progress)?;
+            progress.stage(Stage::Decoding { image: i });
+            let t = Instant::now();
+            let image = self.decode(&latents, plan).map_err(|e| match e {
+                Error::NonFinite(what) => {
+                    Error::NonFinite(format!("{what} (image {i}, seed {})", req.seed_of(i)))
+                }
+                e => e,
+            })?;
+            timings.decode += t.elapsed();
+            images.push(Generated {
+                image,
+                info: self.info(req, plan, i, model_hash.clone()),
+            });
+        }
+        Ok(Generation {
+            images,
+            timings,
+            warnings,
+        })
+    }
+
+    /// The denoised latents `[1, Z, h, w]` of image `i`.
+    fn sample(
+        &self,
+        job: &Job,
+        i: usize,
+        progress: &mut dyn Progress,
+        timings: &mut Timings,
+    ) -> Result<Vec<f32>> {
+        let (req, plan) = (job.req, job.plan);
+        let f = self.vae_scale();
+        let z = self.unet.config().in_channels;
+        let shape = [1, z, plan.height / f, plan.width / f];
+        let n: usize = shape.iter().product();
+        let mut sampler = plan.sampler.build(&self.scheduler, req.steps)?;
+        let mut rng = BatchRng::new(req.seed_of(i), 1);
+        let mut latents = match (&job.posterior, plan.start) {
+            (Some(post), Some((strength, _))) => {
+                sampler.start_at_strength(strength)?;
+                let sample_noise = Tensor::from_vec(rng.randn(n), &shape, self.vae.device())?;
+                let clean = post.sample(&sample_noise).to_vec_f32()?; // [1, Z, h, w]
+                let noise = rng.randn(n);
+                sampler.add_noise(&clean, &noise, 0)
+            }
+            _ => {
+                let sigma = sampler.init_noise_sigma() as f32;
+                rng.randn(n).into_iter().map(|v| v * sigma).collect()
+            }
+        };
+
+        let calls = sampler.timesteps().len();
+        for call in 0..calls {
+            let t = Instant::now();
+            let timestep = sampler.timesteps()[call];
+            let input = sampler.scale_model_input(&latents, call);
+            let eps = self.predict_noise(&input, &shape, timestep, &job.cond, req.cfg_scale)?;
+            latents = sampler.step(&eps, call, &latents, &mut rng);
+            if let Some(bad) = latents.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFinite(format!(
+                    "latents after model call {} of {calls} (image {i}, seed {}; first at {bad}){}",
+                    call + 1,
+                    req.seed_of(i),
+                    if self.dtype() == DType::F16 {
+                        ": the UNet may have overflowed f16, try --dtype f32"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            let elapsed = t.elapsed();
+            timings.steps.push(elapsed);
+            let step = Step {
+                image: i,
+                images: req.batch,
+                call,
+                calls,
+                timestep,
+                latents: &latents,
+                latent_shape: shape,
+                elapsed,
+            };
+            if progress.step(&step) == Control::Stop {
+                return Err(Error::Cancelled);
+            }
+        }
+        Ok(latents)
+    }
+
+    /// The guided noise prediction for `input [1, Z, h, w]` at `timestep`.
+    fn predict_noise(
+        &self,
+        input: &[f32],
+        shape: &[usize; 4],
+        timestep: f64,
+        cond: &Conditioning,
+        cfg_scale: f32,
+    ) -> Result<Vec<f32>> {
+        let t = [timestep as f32];
+        if !cond.guided {
+            let x = Tensor::from_vec(input.to_vec(), shape, self.device())?;
+            return self.unet.forward(&x, &t, &cond.context)?.to_vec_f32();
+        }
+        let [_, z, h, w] = *shape;
+        let mut both = Vec::with_capacity(2 * input.len());
+        both.extend_from_slice(input);
+        both.extend_from_slice(input);
+        let x = Tensor::from_vec(both, &[2, z, h, w], self.device())?; // [2, Z, h, w]
+        let out = self.unet.forward(&x, &t, &cond.context)?.to_vec_f32()?; // [2, Z, h, w]
+        let (uncond, text) = out.split_at(input.len());
+        Ok(uncond
+            .iter()
+            .zip(text)
+            .map(|(&u, &c)| u + cfg_scale * (c - u))
+            .collect())
+    }
+
+    /// Latents `[1, Z, h, w]` -> the image, through the f32 VAE.
+    fn decode(&self, latents: &[f32], plan: &Plan) -> Result<RgbImage> {
+        let f = self.vae_scale();
+        let z = self.vae.config().latent_channels;
+        let shape = [1, z, plan.height / f, plan.width / f];
+        let x = Tensor::from_vec(latents.to_vec(), &shape, self.vae.device())?;
+        let pixels = self.vae.decode(&x, self.vae_tiling)?; // [1, 3, H, W] on the host
+        Ok(RgbImage::from_chw_signed(
+            &pixels.to_vec_f32()?,
+            plan.width,
+            plan.height,
+        ))
+    }
+
+    fn info(&self, req: &Request, plan: &Plan, i: usize, model_hash: Option<String>) -> GenerationInfo {
+        GenerationInfo {
+            prompt: req.prompt.clone(),
+            negative_prompt: req.negative_prompt.clone(),
+            steps: req.steps,
+            sampler: plan.sampler.name().to_string(),
+            cfg_scale: req.cfg_scale,
+            seed: req.seed_of(i),
+            width: plan.width,
+            height: plan.height,
+            model_hash,
+            model_name: self.model_name().to_string(),
+            clip_skip: req.clip_skip,
+            denoising_strength: plan.start.map(|(s, _)| s as f32),
+            embeddings: req
+                .embeddings
+                .iter()
+                .map(|t| (t.embedding.trigger.clone(), t.hash.clone()))
+                .collect(),
+        }
+    }
+}
+
+fn check_cancel(progress: &dyn Progress) -> Result<()> {
+    if progress.cancelled() {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! Images in and out of the pipeline.
+//!
+//! Input (img2img): anything the `image` crate decodes. 16-bit, grayscale
+//! and palette images are converted to RGB; an alpha channel is composited
+//! on white (what a user sees in a viewer), never silently dropped.
+//! Output: the decoder's [-1, 1] values mapped as diffusers does,
+//! `round(clamp(x / 2 + 0.5, 0, 1) * 255)`.
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// An RGB image, values in [0, 1], row-major `[H, W, 3]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f32>,
+}
+
+impl RgbImage {
+    /// Decodes a file; alpha is composited on white.
+    pub fn load(path: &Path) -> Result<RgbImage> {
+        let img = image::ImageReader::open(path)
+            .map_err(|e| Error::io(path.display().to_string(), e))?
+            .with_guessed_format()
+            .map_err(|e| Error::io(path.display().to_string(), e))?
+            .decode()
+            .map_err(|e| Error::bad_file(path, format!("cannot decode image: {e}")))?;
+        let (width, height) = (img.width() as usize, img.height() as usize);
+        if width == 0 || height == 0 {
+            return Err(Error::bad_file(path, "image has no pixels"));
+        }
+        let rgba = img.to_rgba32f();
+        let data = rgba
+            .pixels()
+            .flat_map(|p| {
+                let a = p.0[3].clamp(0.0, 1.0);
+                (0..3).map(move |c| p.0[c].clamp(0.0, 1.0) * a + (1.0 - a))
+            })
+            .collect();
+        Ok(RgbImage { width, height, data })
+    }
+
+    /// Resized with a Lanczos3 filter (diffusers resizes with PIL's Lanczos).
+    pub fn resized(&self, width: usize, height: usize) -> RgbImage {
+        if width == self.width && height == self.height {
+            return self.clone();
+        }
+        let buf = image::Rgb32FImage::from_raw(self.width as u32, self.height as u32, self.data.clone())
+            .expect("size matches data");
+        let out = image::imageops::resize(
+            &buf,
+            width as u32,
+            height as u32,
+            image::imageops::FilterType::Lanczos3,
+        );
+        RgbImage {
+            width,
+            height,
+            data: out.into_raw().into_iter().map(|v| v.clamp(0.0, 1.0)).collect(),
+        }
+    }
+
+    /// `[3, H, W]` values in [-1, 1], the VAE encoder's input.
+    pub fn to_chw_signed(&self) -> Vec<f32> {
+        let hw = self.width * self.height;
+        let mut out = vec![0.0; 3 * hw];
+        for (i, px) in self.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                out[c * hw + i] = px[c] * 2.0 - 1.0;
+            }
+        }
+        out
+    }
+
+    /// From the decoder's `[3, H, W]` output in [-1, 1].
+    pub fn from_chw_signed(chw: &[f32], width: usize, height: usize) -> RgbImage {
+        let hw = width * height;
+        assert_eq!(chw.len(), 3 * hw);
+        let data = (0..hw)
+            .flat_map(|i| (0..3).map(move |c| (chw[c * hw + i] / 2.0 + 0.5).clamp(0.0, 1.0)))
+            .collect();
+        RgbImage { width, height, data }
+    }
+
+    /// 8-bit RGB bytes, rounded as diffusers' `numpy_to_pil` (numpy rounds
+    /// halves to even).
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        self.data
+            .iter()
+            .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8)
+            .collect()
+    }
+}
+
+/// The size img2img works at when none is given: the input's size rounded
+/// down to a multiple of `multiple` (8 for SD), as diffusers does.
+pub fn default_size(width: usize, height: usize, multiple: usize) -> (usize, usize) {
+    (
+        (width / multiple * multiple).max(multiple),
+        (height / multiple * multiple).max(multiple),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_round_trip_and_rounding() {
+        let img = RgbImage {
+            width: 2,
+            height: 1,
+            data: vec![0.0, 0.5, 1.0, 0.25, 0.75, 0.0625],
+        };
+        let chw = img.to_chw_signed();
+        assert_eq!(chw, vec![-1.0, -0.5, 0.0, 0.5, 1.0, -0.875]);
+        let back = RgbImage::from_chw_signed(&chw, 2, 1);
+        for (a, b) in back.data.iter().zip(&img.data) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        // 127.5 -> 128 (half to even), 63.75 -> 64, 191.25 -> 191, 15.9375 -> 16.
+        assert_eq!(back.to_rgb8(), vec![0, 128, 255, 64, 191, 16]);
+    }
+
+    #[test]
+    fn rounds_size_down_to_multiple() {
+        assert_eq!(default_size(517, 300, 8), (512, 296));
+        assert_eq!(default_size(5, 5, 8), (8, 8));
+    }
+
+    #[test]
+    fn alpha_composited_on_white() {
+        let dir = std::env::temp_dir().join(format!("sdw-img-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.png");
+        // One opaque red pixel and one fully transparent black pixel.
+        image::RgbaImage::from_raw(2, 1, vec![255, 0, 0, 255, 0, 0, 0, 0])
+            .unwrap()
+            .save(&p)
+            .unwrap();
+        let img = RgbImage::load(&p).unwrap();
+        assert_eq!(img.data, vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        let gray16 = dir.join("g.png");
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(1, 1, vec![65535u16])
+            .unwrap()
+            .save(&gray16)
+            .unwrap();
+        assert_eq!(RgbImage::load(&gray16).unwrap().data, vec![1.0, 1.0, 1.0]);
+        let bad = dir.join("bad.png");
+        std::fs::write(&bad, b"not a png").unwrap();
+        let e = RgbImage::load(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.png") && e.contains("decode"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,304 @@
+//! [`Pipeline::load`]: a checkpoint opened once, its three networks on the
+//! device, ready for any number of generations.
+//!
+//! - Precision: the UNet and text encoder in f16 on a GPU and f32 on the CPU
+//!   unless [`LoadOptions::dtype`] says otherwise; the VAE always in f32 (the
+//!   SD VAE overflows f16, SD_NOTES section 2).
+//! - Tokenizer: the checkpoint's `tokenizer/` folder when it has one, else the
+//!   CLIP vocabulary built into the binary (the same files).
+//! - Scheduler: the checkpoint's `scheduler_config.json` (SD 1.x defaults
+//!   without one, e.g. single files); its `_class_name` picks the default
+//!   sampler, as diffusers does: PNDM for SD 1.5.
+//! - Model hash: A1111's "AutoV2" hash (the first 10 hex digits of the
+//!   SHA-256 of the weights file: the single file, or a folder's UNet
+//!   weights), computed on a background thread while the weights load.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use sha2::{Digest, Sha256};
+
+use super::request::hex_prefix;
+use crate::checkpoint::{open_with, Layout, OpenOptions};
+use crate::models::{ClipTextModel, Tiling, UNet, Vae};
+use crate::schedulers::{SamplerKind, SchedulerConfig};
+use crate::text::tokenizer::VOCAB_SIZE;
+use crate::text::ClipTokenizer;
+use crate::{DType, Device, Error, Result};
+
+/// Where a model comes from. Today a path; the embedded demo model will be a
+/// second variant.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A diffusers folder or a single `.safetensors` / `.ckpt` file.
+    Path(PathBuf),
+}
+
+impl From<PathBuf> for ModelSource {
+    fn from(p: PathBuf) -> Self {
+        ModelSource::Path(p)
+    }
+}
+
+impl From<&Path> for ModelSource {
+    fn from(p: &Path) -> Self {
+        ModelSource::Path(p.to_path_buf())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Storage type of the UNet and text encoder; `None`: f16 on a GPU, f32 on the CPU.
+    pub dtype: Option<DType>,
+    pub vae_tiling: Tiling,
+    /// A diffusers weights variant (`fp16`).
+    pub variant: Option<String>,
+}
+
+impl Default for LoadOptions {
+    /// The CPU backend, default precision, automatic VAE tiling.
+    fn default() -> Self {
+        LoadOptions {
+            device: Device::Cpu,
+            dtype: None,
+            vae_tiling: Tiling::Auto,
+            variant: None,
+        }
+    }
+}
+
+/// A loaded model. Holds no global state; generations borrow it immutably.
+pub struct Pipeline {
+    pub(super) text_encoder: ClipTextModel,
+    pub(super) unet: UNet,
+    pub(super) vae: Vae,
+    pub(super) tokenizer: ClipTokenizer,
+    pub(super) scheduler: SchedulerConfig,
+    pub(super) default_sampler: SamplerKind,
+    pub(super) vae_tiling: Tiling,
+    model_name: String,
+    device: Device,
+    hash: ModelHash,
+    warnings: Vec<String>,
+}
+
+impl Pipeline {
+    pub fn load(source: impl Into<ModelSource>, opts: &LoadOptions) -> Result<Pipeline> {
+        let ModelSource::Path(path) = source.into();
+        let ck = open_with(
+            &path,
+            &OpenOptions {
+                variant: opts.variant.clone(),
+            },
+        )?;
+        let mut warnings = ck.warnings.clone();
+        let hash_file = ck.unet.files.first().cloned();
+        let hash = ModelHash::start(hash_file);
+
+        let tokenizer = match &ck.tokenizer_dir {
+            Some(dir) => ClipTokenizer::from_dir(dir)?,
+            None => ClipTokenizer::embedded(),
+        };
+        let clip_cfg = &ck.text_encoder.config;
+        if clip_cfg.vocab_size < VOCAB_SIZE {
+            return Err(Error::Unsupported(format!(
+                "{}: the text encoder has {} token embeddings, the CLIP tokenizer needs {VOCAB_SIZE}",
+                path.display(),
+                clip_cfg.vocab_size
+            )));
+        }
+        let scheduler_path = path.join("scheduler/scheduler_config.json");
+        let (scheduler, default_sampler) = match &ck.scheduler_config {
+            Some(json) => {
+                let config = SchedulerConfig::from_value(json, &scheduler_path)?;
+                let class = json.get("_class_name").and_then(|c| c.as_str()).unwrap_or("");
+                let kind = sampler_for_class(class, &config).unwrap_or_else(|| {
+                    warnings.push(format!(
+                        "scheduler class {class:?} has no sd-wgpu equivalent: default sampler pndm"
+                    ));
+                    SamplerKind::Pndm
+                });
+                (config, kind)
+            }
+            None => (SchedulerConfig::default(), SamplerKind::Pndm),
+        };
+
+        let device = opts.device.clone();
+        let dtype = opts
+            .dtype
+            .unwrap_or(if device.is_gpu() { DType::F16 } else { DType::F32 });
+        let text_encoder = ClipTextModel::load(ck.text_encoder.weights.clone(), clip_cfg, &device, dtype)?;
+        let unet = UNet::load(ck.unet.weights.clone(), &ck.unet.config, &device, dtype)?;
+        let vae = Vae::load(ck.vae.weights.clone(), &ck.vae.config, &device, DType::F32)?;
+        if unet.config().cross_attention_dim != clip_cfg.hidden_size {
+            return Err(Error::Unsupported(format!(
+                "{}: the UNet attends to {}-wide text states but the text encoder is {} wide",
+                path.display(),
+                unet.config().cross_attention_dim,
+                clip_cfg.hidden_size
+            )));
+        }
+        device.sync()?;
+        let model_name = match ck.layout {
+            Layout::SingleFile => path.file_stem(),
+            Layout::DiffusersFolder => path.file_name(),
+        }
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+        Ok(Pipeline {
+            text_encoder,
+            unet,
+            vae,
+            tokenizer,
+            scheduler,
+            default_sampler,
+            vae_tiling: opts.vae_tiling,
+            model_name,
+            device,
+            hash,
+            warnings,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The UNet / text encoder storage type.
+    pub fn dtype(&self) -> DType {
+        self.unet.dtype()
+    }
+
+    /// The sampler used when a request names none.
+    pub fn default_sampler(&self) -> SamplerKind {
+        self.default_sampler
+    }
+
+    /// The model's native image size: UNet sample size x VAE factor (512 for SD 1.5).
+    pub fn default_size(&self) -> (usize, usize) {
+        let side = self.unet.config().sample_size * self.vae.scale();
+        (side, side)
+    }
+
+    /// Pixels per latent (8 for SD): image sides must be multiples of it.
+    pub fn vae_scale(&self) -> usize {
+        self.vae.scale()
+    }
+
+    /// The checkpoint's folder or file name, as A1111's `Model:` field.
+    pub fn model_name(&self) -> &str {
+        &self.model_name
+    }
+
+    /// A1111's model hash; waits for the background hash when it is still running.
+    /// `None` when the weights file could not be read again.
+    pub fn model_hash(&self) -> Option<String> {
+        self.hash.get()
+    }
+
+    /// What the loader noticed (EMA weights chosen, variant used, ...).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn text_encoder(&self) -> &ClipTextModel {
+        &self.text_encoder
+    }
+}
+
+/// The sampler diffusers would build from a scheduler config of class `class`.
+fn sampler_for_class(class: &str, config: &SchedulerConfig) -> Option<SamplerKind> {
+    Some(match class {
+        "PNDMScheduler" => SamplerKind::Pndm,
+        "DDIMScheduler" => SamplerKind::Ddim,
+        "EulerDiscreteScheduler" => SamplerKind::Euler,
+        "EulerAncestralDiscreteScheduler" => SamplerKind::EulerAncestral,
+        "DPMSolverMultistepScheduler" if config.use_karras_sigmas => SamplerKind::DpmPp2mKarras,
+        "DPMSolverMultistepScheduler" => SamplerKind::DpmPp2m,
+        "LMSDiscreteScheduler" => SamplerKind::Lms,
+        "HeunDiscreteScheduler" => SamplerKind::Heun,
+        _ => return None,
+    })
+}
+
+/// The model hash, computed once on a background thread.
+struct ModelHash(Mutex<HashState>);
+
+enum HashState {
+    Running(JoinHandle<Option<String>>),
+    Done(Option<String>),
+}
+
+impl ModelHash {
+    fn start(file: Option<PathBuf>) -> ModelHash {
+        let state = match file {
+            Some(f) => HashState::Running(std::thread::spawn(move || sha256_prefix(&f))),
+            None => HashState::Done(None),
+        };
+        ModelHash(Mutex::new(state))
+    }
+
+    fn get(&self) -> Option<String> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let hash = match std::mem::replace(&mut *state, HashState::Done(None)) {
+            HashState::Running(handle) => handle.join().ok().flatten(),
+            HashState::Done(hash) => hash,
+        };
+        *state = HashState::Done(hash.clone());
+        hash
+    }
+}
+
+/// First 10 hex digits of the file's SHA-256, streamed (checkpoints are GBs).
+fn sha256_prefix(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Some(hex_prefix(&hasher.finalize(), 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_of_a_known_file() {
+        let p = std::env::temp_dir().join(format!("sdw-hash-{}", std::process::id()));
+        std::fs::write(&p, b"abc").unwrap();
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        let h = ModelHash::start(Some(p.clone()));
+        assert_eq!(h.get().as_deref(), Some("ba7816bf8f"));
+        assert_eq!(h.get().as_deref(), Some("ba7816bf8f"), "cached");
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(ModelHash::start(Some(p)).get(), None);
+    }
+
+    #[test]
+    fn sampler_from_scheduler_class() {
+        let c = SchedulerConfig::default();
+        assert_eq!(sampler_for_class("PNDMScheduler", &c), Some(SamplerKind::Pndm));
+        let karras = SchedulerConfig {
+            use_karras_sigmas: true,
+            ..c.clone()
+        };
+        assert_eq!(
+            sampler_for_class("DPMSolverMultistepScheduler", &karras),
+            Some(SamplerKind::DpmPp2mKarras)
+        );
+        assert_eq!(sampler_for_class("FlowMatchEulerDiscreteScheduler", &c), None);
+    }
+}

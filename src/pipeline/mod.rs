@@ -1,0 +1,36 @@
+//! Turning models into images: txt2img and img2img, and their inputs and
+//! outputs (images, PNG metadata, output files).
+//!
+//! ```no_run
+//! use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request};
+//! # fn main() -> sd_wgpu::Result<()> {
+//! let pipe = Pipeline::load(std::path::Path::new("v1-5-pruned-emaonly.safetensors"), &LoadOptions::default())?;
+//! let req = Request { seed: 42, ..Request::new("a red fox in the snow") };
+//! for out in pipe.txt2img(&req, &mut NoProgress)?.images {
+//!     println!("{}", out.info.to_a1111());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Files: `load` (the [`Pipeline`] and its options), `request` (what a
+//! generation asks for), `conditioning` (prompts to text states),
+//! `generate` (the sampling loops), `progress` (callbacks, cancellation),
+//! `image_io`, `output`, `params` (images in and out, PNG metadata).
+
+mod conditioning;
+mod generate;
+pub mod image_io;
+mod load;
+pub mod output;
+pub mod params;
+mod progress;
+mod request;
+
+pub use conditioning::{guided, Conditioning};
+pub use generate::{Generated, Generation, Timings};
+pub use image_io::RgbImage;
+pub use load::{LoadOptions, ModelSource, Pipeline};
+pub use params::GenerationInfo;
+pub use progress::{Control, NoProgress, Progress, Stage, Step};
+pub use request::{check_side, Request, TextualInversion, MAX_SIDE};

@@ -1,0 +1,122 @@
+//! The generation parameters as A1111 writes them into a PNG, so that A1111,
+//! ComfyUI and civitai read our images' settings.
+
+/// Everything that determines an image, in A1111's vocabulary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationInfo {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    /// Our sampler name (`euler-a`, `dpm++2m-karras`...).
+    pub sampler: String,
+    pub cfg_scale: f32,
+    pub seed: u64,
+    pub width: usize,
+    pub height: usize,
+    /// A1111's "AutoV2" hash: first 10 hex digits of the weights' SHA-256.
+    pub model_hash: Option<String>,
+    pub model_name: String,
+    /// Only written when not 1, as A1111 does.
+    pub clip_skip: usize,
+    /// img2img only.
+    pub denoising_strength: Option<f32>,
+    /// Textual-inversion triggers used, with their file hashes.
+    pub embeddings: Vec<(String, String)>,
+}
+
+/// A1111's sampler name and schedule type for one of our sampler names.
+pub fn a1111_sampler(name: &str) -> (&'static str, Option<&'static str>) {
+    match name {
+        "ddim" => ("DDIM", None),
+        "pndm" => ("PLMS", None),
+        "euler" => ("Euler", None),
+        "euler-a" => ("Euler a", None),
+        "dpm++2m" => ("DPM++ 2M", None),
+        "dpm++2m-karras" => ("DPM++ 2M", Some("Karras")),
+        "lms" => ("LMS", None),
+        "heun" => ("Heun", None),
+        _ => ("Unknown", None),
+    }
+}
+
+/// Quotes a value the way A1111 does when it contains `,`, `:` or `"`.
+fn quote(v: &str) -> String {
+    if v.contains([',', ':', '"', '\n']) {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        v.to_string()
+    }
+}
+
+impl GenerationInfo {
+    /// The `parameters` text: prompt, `Negative prompt:` line, then
+    /// `key: value` pairs on one line.
+    pub fn to_a1111(&self) -> String {
+        let (sampler, schedule) = a1111_sampler(&self.sampler);
+        let mut kv: Vec<(&str, String)> =
+            vec![("Steps", self.steps.to_string()), ("Sampler", sampler.into())];
+        if let Some(s) = schedule {
+            kv.push(("Schedule type", s.into()));
+        }
+        kv.push(("CFG scale", format!("{}", self.cfg_scale)));
+        kv.push(("Seed", self.seed.to_string()));
+        kv.push(("Size", format!("{}x{}", self.width, self.height)));
+        if let Some(h) = &self.model_hash {
+            kv.push(("Model hash", h.clone()));
+        }
+        kv.push(("Model", quote(&self.model_name)));
+        if let Some(d) = self.denoising_strength {
+            kv.push(("Denoising strength", format!("{d}")));
+        }
+        if self.clip_skip > 1 {
+            kv.push(("Clip skip", self.clip_skip.to_string()));
+        }
+        if !self.embeddings.is_empty() {
+            let v: Vec<String> = self.embeddings.iter().map(|(n, h)| format!("{n}: {h}")).collect();
+            kv.push(("TI hashes", quote(&v.join(", "))));
+        }
+        kv.push(("Version", format!("sd-wgpu {}", env!("CARGO_PKG_VERSION"))));
+        let line: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let mut out = self.prompt.clone();
+        if !self.negative_prompt.is_empty() {
+            out.push_str(&format!("\nNegative prompt: {}", self.negative_prompt));
+        }
+        out.push('\n');
+        out.push_str(&line.join(", "));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a1111_format() {
+        let info = GenerationInfo {
+            prompt: "a red circle on a blue background".into(),
+            negative_prompt: "blurry".into(),
+            steps: 20,
+            sampler: "dpm++2m-karras".into(),
+            cfg_scale: 7.5,
+            seed: 42,
+            width: 512,
+            height: 768,
+            model_hash: Some("6ce0161689".into()),
+            model_name: "v1-5-pruned-emaonly".into(),
+            clip_skip: 2,
+            denoising_strength: Some(0.75),
+            embeddings: vec![("<teal>".into(), "abc123def0".into())],
+        };
+        let v = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            info.to_a1111(),
+            format!(
+                "a red circle on a blue background\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, \
+                 Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x768, Model hash: 6ce0161689, \
+                 Model: v1-5-pruned-emaonly, Denoising strength: 0.75, Clip skip: 2, \
+                 TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
+            )
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Euler ancestral ("Euler a"): diffusers `EulerAncestralDiscreteScheduler`. Each step goes down
+//! to `sigma_down` deterministically, then adds fresh noise of `sigma_up`, with
+//! `sigma_down^2 + sigma_up^2 = sigma_next^2`. The noise is drawn at every step, the last one
+//! included (where `sigma_up` is 0), so the generator stream stays in step with diffusers.
+//! Karras sigmas do not apply (diffusers' class has none).
+
+use super::config::{ClassDefaults, SchedulerConfig};
+use super::schedule::{SigmaSchedule, TrainSchedule};
+use super::sigmas::SigmaSteps;
+use super::{Sampler, SamplerKind};
+use crate::rng::BatchRng;
+use crate::Result;
+
+pub struct EulerAncestral {
+    steps: usize,
+    s: SigmaSteps,
+}
+
+impl EulerAncestral {
+    pub fn new(config: &SchedulerConfig, steps: usize) -> EulerAncestral {
+        let defaults = ClassDefaults::COMMON;
+        let train = TrainSchedule::new(config, &defaults);
+        let spacing = config.timestep_spacing.unwrap_or(defaults.timestep_spacing);
+        let schedule = SigmaSchedule::new(&train, spacing, steps, config.steps_offset, false);
+        EulerAncestral {
+            steps,
+            s: SigmaSteps::new(schedule, spacing, config.prediction_type),
+        }
+    }
+}
+
+impl Sampler for EulerAncestral {
+    fn kind(&self) -> SamplerKind {
+        SamplerKind::EulerAncestral
+    }
+
+    fn steps(&self) -> usize {
+        self.steps
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        self.s.timesteps()
+    }
+
+    fn sigmas(&self) -> Option<&[f64]> {
+        Some(self.s.sigmas())
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        self.s.init_noise_sigma()
+    }
+
+    fn scale_model_input(&self, sample: &[f32], call: usize) -> Vec<f32> {
+        self.s.scale_model_input(sample, call)
+    }
+
+    fn step(&mut self, model_output: &[f32], call: usize, sample: &[f32], rng: &mut BatchRng) -> Vec<f32> {
+        assert_eq!(
+            sample.len(),
+            model_output.len(),
+            "sample and model output lengths differ"
+        );
+        let i = self.s.advance(call);
+        let (sigma, sigma_to) = (self.s.schedule.sigmas[i], self.s.schedule.sigmas[i + 1]);
+        let sigma_up = (sigma_to * sigma_to * (sigma * sigma - sigma_to * sigma_to) / (sigma * sigma)).sqrt();
+        // Mathematically sigma_to^4 / sigma^2 >= 0; the max keeps a rounding from making it NaN.
+        let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).max(0.0).sqrt();
+        let noise = rng.randn(sample.len());
+        sample
+            .iter()
+            .zip(model_output)
+            .zip(&noise)
+            .map(|((&x, &out), &n)| {
+                let x = x as f64;
+                let derivative = (x - self.s.x0(x, out as f64, sigma)) / sigma;
+                (x + derivative * (sigma_down - sigma) + n as f64 * sigma_up) as f32
+            })
+            .collect()
+    }
+
+    fn add_noise(&self, original: &[f32], noise: &[f32], call: usize) -> Vec<f32> {
+        self.s.add_noise(original, noise, call)
+    }
+
+    fn skip_steps(&mut self, steps: usize) -> Result<()> {
+        self.s.skip(steps);
+        Ok(())
+    }
+}

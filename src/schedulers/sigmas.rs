@@ -1,0 +1,90 @@
+//! State shared by the samplers that work on sigmas (Euler, Euler ancestral, LMS, Heun): the
+//! schedule, where img2img starts in it, and which call comes next.
+
+use super::config::{Prediction, TimestepSpacing};
+use super::schedule::SigmaSchedule;
+use super::{check_call, zip_map};
+
+pub(super) struct SigmaSteps {
+    /// `timesteps[i]` is the model call at noise level `sigmas[i]`; `sigmas` ends with 0.
+    pub schedule: SigmaSchedule,
+    pub prediction: Prediction,
+    init_noise_sigma: f64,
+    /// Index of the first call to run (img2img; diffusers' `begin_index`).
+    begin: usize,
+    /// The next call, counted from `begin`.
+    next: usize,
+}
+
+impl SigmaSteps {
+    pub fn new(schedule: SigmaSchedule, spacing: TimestepSpacing, prediction: Prediction) -> SigmaSteps {
+        SigmaSteps {
+            init_noise_sigma: schedule.init_noise_sigma(spacing),
+            schedule,
+            prediction,
+            begin: 0,
+            next: 0,
+        }
+    }
+
+    pub fn timesteps(&self) -> &[f64] {
+        &self.schedule.timesteps[self.begin..]
+    }
+
+    pub fn sigmas(&self) -> &[f64] {
+        &self.schedule.sigmas[self.begin..]
+    }
+
+    pub fn init_noise_sigma(&self) -> f64 {
+        self.init_noise_sigma
+    }
+
+    /// The noise level of call `call`.
+    pub fn sigma(&self, call: usize) -> f64 {
+        self.schedule.sigmas[self.begin + call]
+    }
+
+    /// Checks that `call` is the next call and moves past it; returns its index in the full
+    /// schedule (diffusers' `step_index`).
+    pub fn advance(&mut self, call: usize) -> usize {
+        check_call(call, self.next, self.timesteps().len());
+        self.next += 1;
+        self.begin + call
+    }
+
+    /// Starts at call `first` of the full schedule (img2img).
+    pub fn skip(&mut self, first: usize) {
+        assert!(
+            self.begin == 0 && self.next == 0,
+            "skip_steps must come once, before the first call"
+        );
+        assert!(
+            first < self.schedule.timesteps.len(),
+            "img2img keeps at least one call"
+        );
+        self.begin = first;
+    }
+
+    /// `sample / sqrt(sigma^2 + 1)`: the model sees unit-variance input at every noise level.
+    pub fn scale_model_input(&self, sample: &[f32], call: usize) -> Vec<f32> {
+        let sigma = self.sigma(call);
+        let scale = (sigma * sigma + 1.0).sqrt();
+        sample.iter().map(|&x| (x as f64 / scale) as f32).collect()
+    }
+
+    /// `original + noise * sigma`.
+    pub fn add_noise(&self, original: &[f32], noise: &[f32], call: usize) -> Vec<f32> {
+        let sigma = self.sigma(call);
+        zip_map(original, noise, |x, n| x + n * sigma)
+    }
+
+    /// The predicted clean sample from the model output at noise level `sigma`.
+    pub fn x0(&self, sample: f64, output: f64, sigma: f64) -> f64 {
+        match self.prediction {
+            Prediction::Epsilon => sample - sigma * output,
+            Prediction::VPrediction => {
+                output * (-sigma / (sigma * sigma + 1.0).sqrt()) + sample / (sigma * sigma + 1.0)
+            }
+        }
+    }
+}
