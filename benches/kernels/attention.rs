@@ -66,7 +66,11 @@ const SOFTWARE_NAIVE_MAX_FLOPS: f64 = 100e9;
 pub fn run(b: &Bench) {
     let shapes: &[Shape] = if b.short { &SHORT } else { &FULL };
     let software = b.ctx.caps().software;
-    let dtypes: &[DType] = if b.short { &[DType::F16] } else { &[DType::F16, DType::F32] };
+    let dtypes: &[DType] = if b.short {
+        &[DType::F16]
+    } else {
+        &[DType::F16, DType::F32]
+    };
     for &dt in dtypes {
         for s in shapes {
             let q = b.rand(&[s.b, s.lq, s.w], dt);
