@@ -360,19 +360,37 @@ fn bad_inputs_are_errors() {
     let unet = UNet::load(src, &cfg, &dev, DType::F32).unwrap();
     let latents = Tensor::zeros(&[2, 4, 8, 8], DType::F32, &dev).unwrap();
     let wrong_width = Tensor::zeros(&[2, 77, 7], DType::F32, &dev).unwrap();
-    let e = unet.forward(&latents, &[1.0], &wrong_width).unwrap_err().to_string();
+    let e = unet
+        .forward(&latents, &[1.0], &wrong_width)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("context"), "{e}");
     let context = Tensor::zeros(&[2, 77, 24], DType::F32, &dev).unwrap();
-    let e = unet.forward(&latents, &[1.0, 2.0, 3.0], &context).unwrap_err().to_string();
+    let e = unet
+        .forward(&latents, &[1.0, 2.0, 3.0], &context)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("timesteps"), "{e}");
 
     let path = fixture("clip_b").join("config.json");
     let cfg: ClipConfig = read_config(&path).unwrap();
     let clip = ClipTextModel::load(source("clip_b", "model.safetensors"), &cfg, &dev, DType::F32).unwrap();
     let ids = vec![0u32; 77];
-    assert!(clip.forward(&[600], &[], 1).unwrap_err().to_string().contains("vocabulary"));
-    assert!(clip.forward(&ids, &[], 0).unwrap_err().to_string().contains("clip_skip"));
-    assert!(clip.forward(&ids, &[], 3).unwrap_err().to_string().contains("clip_skip"));
+    assert!(clip
+        .forward(&[600], &[], 1)
+        .unwrap_err()
+        .to_string()
+        .contains("vocabulary"));
+    assert!(clip
+        .forward(&ids, &[], 0)
+        .unwrap_err()
+        .to_string()
+        .contains("clip_skip"));
+    assert!(clip
+        .forward(&ids, &[], 3)
+        .unwrap_err()
+        .to_string()
+        .contains("clip_skip"));
     let short = vec![0.0; 5];
     let e = clip.forward(&ids, &[(1, &short)], 1).unwrap_err().to_string();
     assert!(e.contains("24 values"), "{e}");
@@ -384,8 +402,14 @@ fn wrong_config_lists_weights() {
     let mut cfg: UNetConfig = read_config(&path).unwrap();
     cfg.layers_per_block = 3;
     let src = source("unet_linear", "diffusion_pytorch_model.safetensors");
-    let e = UNet::load(src, &cfg, &Device::Cpu, DType::F32).err().expect("must fail").to_string();
-    assert!(e.contains("missing") && e.contains("down_blocks.0.resnets.2.conv1.weight"), "{e}");
+    let e = UNet::load(src, &cfg, &Device::Cpu, DType::F32)
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        e.contains("missing") && e.contains("down_blocks.0.resnets.2.conv1.weight"),
+        "{e}"
+    );
     assert!(e.contains("wrong shape"), "{e}");
 }
 
@@ -394,13 +418,22 @@ fn non_finite_vae_output_names_the_stage() {
     let dev = Device::Cpu;
     let path = fixture("vae_b").join("config.json");
     let cfg: VaeConfig = read_config(&path).unwrap();
-    let vae = Vae::load(source("vae_b", "diffusion_pytorch_model.safetensors"), &cfg, &dev, DType::F32).unwrap();
+    let vae = Vae::load(
+        source("vae_b", "diffusion_pytorch_model.safetensors"),
+        &cfg,
+        &dev,
+        DType::F32,
+    )
+    .unwrap();
     let mut z = vec![0.5f32; 4 * 6 * 6];
     z[7] = f32::NAN;
     let e = vae
         .decode(&Tensor::from_vec(z, &[1, 4, 6, 6], &dev).unwrap(), Tiling::Off)
         .unwrap_err();
-    assert!(matches!(e, sd_wgpu::Error::NonFinite(_)) && e.to_string().contains("latents"), "{e}");
+    assert!(
+        matches!(e, sd_wgpu::Error::NonFinite(_)) && e.to_string().contains("latents"),
+        "{e}"
+    );
     // Finite latents so large that the decoder's activations overflow f32.
     let z = vec![3e38f32; 4 * 6 * 6];
     let e = vae
