@@ -22,6 +22,7 @@ Measurement of an RGB image of side S (all thresholds are in `SPEC`, also in eva
 
 Commands:
   evaluate.py ground-truth          evaluator on rendered scenes (must be ~100%)
+  evaluate.py reconstruct           evaluator on VAE reconstructions (the model's upper bound)
   evaluate.py generate --model DIR  held-out captions through diffusers, accuracy table
   evaluate.py spec                  writes tools/demo/eval_spec.json
   evaluate.py image FILE...         prints what each image shows
@@ -193,6 +194,30 @@ def ground_truth(args):
             print("  miss:", t, m)
 
 
+def reconstruct(args):
+    """The evaluator on held-out renders passed through the VAE (encode, posterior mean,
+    decode): the best the full model can score, whatever the UNet does."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from train import to_pixels, to_uint8
+
+    torch.set_num_threads(args.threads)
+    vae = AutoencoderKL.from_pretrained(str(Path(args.model) / "vae"), torch_dtype=torch.float32).eval()
+    scenes = [s for s, _ in data.held_out_set(args.n, args.seed)]
+    results = []
+    with torch.no_grad():
+        for i in range(0, len(scenes), 64):
+            x = to_pixels([data.render(s) for s in scenes[i : i + 64]])  # [B, 3, 64, 64]
+            y = vae.decode(vae.encode(x).latent_dist.mean).sample
+            results += [(s.attributes(), measure(img)) for s, img in zip(scenes[i : i + 64], to_uint8(y))]
+    acc = score(results)
+    print(f"VAE reconstructions of {len(scenes)} held-out scenes: " + ", ".join(f"{k} {v:.1%}" for k, v in acc.items()))
+    for t, m in results:
+        if any(t[a] != m[a] for a in data.ATTRIBUTES):
+            print("  miss:", t, m)
+
+
 def eval_set(n, seed):
     """The held-out evaluation captions: (caption, attributes, generation seed)."""
     return [(c, s.attributes(), seed * 100_000 + i) for i, (s, c) in enumerate(data.held_out_set(n, seed))]
@@ -303,6 +328,11 @@ def main():
     g.add_argument("--samples", default="/work/demo-runs/eval")
     g.add_argument("--results", default=str(HERE / "results.md"))
     g.add_argument("--verbose", action="store_true")
+    g = sub.add_parser("reconstruct")
+    g.add_argument("--model", default="assets/demo-model")
+    g.add_argument("--n", type=int, default=240)
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--threads", type=int, default=1)
     g = sub.add_parser("spec")
     g.add_argument("--n", type=int, default=240)
     g.add_argument("--seed", type=int, default=1)
@@ -314,6 +344,8 @@ def main():
     args = ap.parse_args()
     if args.cmd == "ground-truth":
         ground_truth(args)
+    elif args.cmd == "reconstruct":
+        reconstruct(args)
     elif args.cmd == "generate":
         generate(args)
     elif args.cmd == "spec":
