@@ -7,6 +7,7 @@
 //! after a device sync), TFLOP/s or GB/s, and the naive/tuned ratio measured
 //! in the same run.
 
+mod attention;
 mod common;
 mod conv;
 mod elementwise;
@@ -32,5 +33,8 @@ fn main() {
     }
     if want("norm") {
         norm::run(&bench);
+    }
+    if want("attention") {
+        attention::run(&bench);
     }
 }

@@ -5,6 +5,7 @@
 //! Filter by family or dtype: `cargo test --release --test ops -- matmul`.
 //! GPU tests fail, never skip, when no adapter is found.
 
+mod attention;
 mod common;
 mod conv;
 mod elementwise;

@@ -1,0 +1,244 @@
+"""Captioned synthetic scenes for the demo model: one flat-coloured shape on a flat background.
+
+A scene is five attributes: shape colour, shape (circle/square/triangle), background colour,
+size (small/large) and position (a 3x3 grid: centre, left, right, top, bottom, four corners).
+`render` draws it with hard edges (no anti-aliasing), so the evaluator's measurements are exact
+on ground truth. `caption` words it in one of many ways, sometimes leaving out the size or the
+position (so that "a red circle on a blue background" is a prompt the model knows).
+
+Some (shape colour, shape, background) triples are held out of training (`HELD_OUT`) to test
+that the model composes attributes it learned separately.
+
+Everything is driven by a `numpy.random.Generator`, so a seed fixes the data.
+"""
+
+from dataclasses import dataclass, asdict
+
+import numpy as np
+
+# Palette: pure, well-separated colours (minimum pairwise RGB distance 127), so that the
+# evaluator can name a measured colour by its nearest palette entry.
+COLOURS = {
+    "red": (255, 0, 0),
+    "orange": (255, 128, 0),
+    "yellow": (255, 255, 0),
+    "green": (0, 255, 0),
+    "cyan": (0, 255, 255),
+    "blue": (0, 0, 255),
+    "purple": (128, 0, 128),
+    "magenta": (255, 0, 255),
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES = ("small", "large")
+# Position name -> (column, row) on the 3x3 grid; 0 = left/top, 1 = centre, 2 = right/bottom.
+POSITIONS = {
+    "top left": (0, 0),
+    "top": (1, 0),
+    "top right": (2, 0),
+    "left": (0, 1),
+    "centre": (1, 1),
+    "right": (2, 1),
+    "bottom left": (0, 2),
+    "bottom": (1, 2),
+    "bottom right": (2, 2),
+}
+
+# Geometry, in fractions of the image side (64 px: small 14-18 px, large 28-34 px).
+SIZE_RANGE = {"small": (14 / 64, 18 / 64), "large": (28 / 64, 34 / 64)}
+JITTER = 2 / 64  # uniform jitter of the shape centre around its grid position
+
+
+def _held_out_triples(n=30, seed=1234):
+    """Fixed set of (colour, shape, background) triples never shown in training.
+
+    Chosen so that every (colour, shape), (background, shape) and (colour, background) pair
+    still occurs in training: the model has seen each piece, just not this combination.
+    """
+    rng = np.random.default_rng(seed)
+    triples = [(c, s, b) for c in COLOURS for s in SHAPES for b in COLOURS if b != c]
+    order = rng.permutation(len(triples))
+    held = []
+    for i in order:
+        c, s, b = triples[i]
+        rest = [t for t in triples if t not in held and t != (c, s, b)]
+        covered = (
+            any(t[0] == c and t[1] == s for t in rest)
+            and any(t[2] == b and t[1] == s for t in rest)
+            and any(t[0] == c and t[2] == b for t in rest)
+        )
+        if covered:
+            held.append((c, s, b))
+        if len(held) == n:
+            break
+    return tuple(sorted(held))
+
+
+HELD_OUT = _held_out_triples()
+TRAIN_TRIPLES = tuple(
+    (c, s, b) for c in COLOURS for s in SHAPES for b in COLOURS if b != c and (c, s, b) not in HELD_OUT
+)
+
+
+@dataclass(frozen=True)
+class Scene:
+    colour: str
+    shape: str
+    background: str
+    size: str
+    position: str
+    extent: float  # bounding-box side, fraction of the image side
+    cx: float  # bounding-box centre, fractions of the image side
+    cy: float
+
+    def attributes(self):
+        return {k: v for k, v in asdict(self).items() if k in ATTRIBUTES}
+
+
+ATTRIBUTES = ("colour", "shape", "background", "size", "position")
+
+
+def sample_scene(rng, triples=TRAIN_TRIPLES):
+    """Draws a random scene whose (colour, shape, background) is one of `triples`."""
+    colour, shape, background = triples[rng.integers(len(triples))]
+    size = SIZES[rng.integers(2)]
+    position = list(POSITIONS)[rng.integers(len(POSITIONS))]
+    return place(rng, colour, shape, background, size, position)
+
+
+def place(rng, colour, shape, background, size, position):
+    """Picks the extent and the jittered centre of a scene with the given attributes."""
+    lo, hi = SIZE_RANGE[size]
+    extent = float(rng.uniform(lo, hi))
+    col, row = POSITIONS[position]
+    # Grid centres at 1/4, 1/2, 3/4, pulled inwards so a large shape stays inside the image.
+    edge = max(0.25, extent / 2 + 1 / 64)
+    centres = (edge, 0.5, 1 - edge)
+    half = extent / 2
+
+    def jitter(c):
+        return float(np.clip(c + rng.uniform(-JITTER, JITTER), half, 1 - half))
+
+    return Scene(colour, shape, background, size, position, extent, jitter(centres[col]), jitter(centres[row]))
+
+
+def shape_mask(scene, side):
+    """Boolean [side, side] mask of the shape's pixels (pixel centres at i + 0.5)."""
+    coords = (np.arange(side) + 0.5) / side
+    x = coords[None, :]
+    y = coords[:, None]
+    half = scene.extent / 2
+    dx = x - scene.cx
+    dy = y - scene.cy
+    if scene.shape == "square":
+        return (np.abs(dx) <= half) & (np.abs(dy) <= half)
+    if scene.shape == "circle":
+        return dx * dx + dy * dy <= half * half
+    # Isosceles triangle, apex up, base = height = extent: bounding-box fill ratio 1/2.
+    down = dy + half  # distance below the apex, 0..extent
+    return (down >= 0) & (down <= scene.extent) & (np.abs(dx) <= down / 2)
+
+
+def render(scene, side=64, palette=COLOURS):
+    """uint8 [side, side, 3] RGB image of the scene."""
+    img = np.empty((side, side, 3), np.uint8)
+    img[:] = palette[scene.background]
+    img[shape_mask(scene, side)] = palette[scene.colour]
+    return img
+
+
+# ---- captions ----
+
+SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
+POSITION_WORDS = {
+    "centre": ("in the centre", "in the center", "in the middle", "at the centre", "in the center of the image"),
+    "left": ("on the left", "at the left", "on the left side"),
+    "right": ("on the right", "at the right", "on the right side"),
+    "top": ("at the top", "at the top of the image", "near the top"),
+    "bottom": ("at the bottom", "at the bottom of the image", "near the bottom"),
+}
+for _v in ("top", "bottom"):
+    for _h in ("left", "right"):
+        POSITION_WORDS[f"{_v} {_h}"] = (
+            f"in the {_v} {_h} corner",
+            f"at the {_v} {_h}",
+            f"in the {'upper' if _v == 'top' else 'lower'} {_h} corner",
+            f"at the {_v}-{_h}",
+        )
+
+TEMPLATES = (
+    "{np} {pos} on {a_bg} background",
+    "{np} on {a_bg} background {pos}",
+    "{np} {pos}, {bg} background",
+    "{np} {pos} on {bg}",
+    "{np} {pos} against {a_bg} background",
+    "{bg} background with {np} {pos}",
+    "{a_bg} background, {np} {pos}",
+    "an image of {np} {pos} on {a_bg} background",
+    "{np} {pos} with {a_bg} background",
+)
+
+
+def _article(word):
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def caption(rng, scene, p_drop_size=0.2, p_drop_position=0.2):
+    """A random wording of the scene; size and position are left out with the given odds."""
+    words = []
+    if rng.random() >= p_drop_size:
+        options = SIZE_WORDS[scene.size]
+        words.append(options[rng.integers(len(options))])
+    words += [scene.colour, scene.shape]
+    form = rng.integers(3)  # "a red circle" / "red circle" / "one red circle"
+    np_ = " ".join(words)
+    if form == 0:
+        np_ = f"{_article(np_)} {np_}"
+    elif form == 2:
+        np_ = f"one {np_}"
+    pos = ""
+    if rng.random() >= p_drop_position:
+        options = POSITION_WORDS[scene.position]
+        pos = options[rng.integers(len(options))]
+    template = TEMPLATES[rng.integers(len(TEMPLATES))]
+    text = template.format(np=np_, pos=pos, bg=scene.background, a_bg=f"{_article(scene.background)} {scene.background}")
+    return " ".join(text.replace(" ,", ",").split())
+
+
+def held_out_set(n, seed):
+    """`n` held-out scenes with full captions (every attribute named), for evaluation."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        colour, shape, background = HELD_OUT[i % len(HELD_OUT)]
+        size = SIZES[rng.integers(2)]
+        position = list(POSITIONS)[rng.integers(len(POSITIONS))]
+        scene = place(rng, colour, shape, background, size, position)
+        out.append((scene, caption(rng, scene, 0.0, 0.0)))
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    from pathlib import Path
+
+    from PIL import Image
+
+    ap = argparse.ArgumentParser(description="Render a few example scenes with captions.")
+    ap.add_argument("--out", default="/work/demo-runs/data-examples")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    print(f"{len(TRAIN_TRIPLES)} training triples, {len(HELD_OUT)} held out")
+    tiles = []
+    for i in range(args.n):
+        scene = sample_scene(rng)
+        img = render(scene)
+        tiles.append(img)
+        print(i, caption(rng, scene))
+    grid = np.concatenate([np.concatenate(tiles[r * 4 : r * 4 + 4], 1) for r in range(args.n // 4)], 0)
+    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(out / "grid.png")

@@ -1,0 +1,436 @@
+"""Trains the demo model from scratch on the synthetic scenes of `data.py`, on a CPU.
+
+Stages (each resumable from its last checkpoint in the run folder; `all` runs what is missing):
+  vae      AutoencoderKL on rendered scenes: L1 + L2 on pixels + a small KL term.
+  latents  Encodes a fixed training set with the VAE (posterior mean and std) and computes the
+           latent scaling factor (1 / std of the latents, as SD's 0.18215 was).
+  decoder  Fine-tunes the VAE decoder alone on the frozen encoder (the latents do not change,
+           so this may run at the same time as `unet`, in a second process).
+  unet     Text encoder + UNet jointly, epsilon prediction on SD's DDPM schedule, min-SNR
+           weighting, 10% empty captions for classifier-free guidance, EMA of the weights.
+  export   Writes the diffusers folder (EMA weights, f16 safetensors) and a sample grid.
+
+Everything is seeded: the data of step k is drawn from a generator seeded with (seed, k), so a
+resumed run sees the same batches as an uninterrupted one.
+
+  nice -n 10 python tools/demo/train.py all --run /work/demo-runs/main --out assets/demo-model
+"""
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+import data  # noqa: E402
+import models  # noqa: E402
+from tokenizer_files import write_tokenizer  # noqa: E402
+
+
+def log(run, msg):
+    line = f"{time.strftime('%H:%M:%S')} {msg}"
+    print(line, flush=True)
+    with open(Path(run) / "train.log", "a") as f:
+        f.write(line + "\n")
+
+
+def to_pixels(images):
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1]."""
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1
+
+
+def to_uint8(x):
+    """float [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def save_grid(path, images, cols=8):
+    from PIL import Image
+
+    rows = [np.concatenate(images[i : i + cols], 1) for i in range(0, len(images), cols)]
+    rows[-1] = np.pad(rows[-1], ((0, 0), (0, rows[0].shape[1] - rows[-1].shape[1]), (0, 0)))
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+def lr_at(step, total, peak, warmup):
+    """Linear warm-up, then cosine decay to peak / 10 at `total` (constant if total is None)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if total is None:
+        return peak
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def load_checkpoint(path):
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def save_checkpoint(path, state):
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+# ---- stage 1: VAE ----
+
+
+def train_vae(args, decoder_only=False):
+    """Trains the whole VAE (stage `vae`), or only its decoder on the frozen encoder's latents
+    (stage `decoder`, like SD's fine-tuned ft-MSE decoder): the latents are then final, so the
+    UNet can train on them while the decoder sharpens."""
+    run = Path(args.run)
+    name = "decoder" if decoder_only else "vae"
+    total, peak = (args.decoder_steps, args.decoder_lr) if decoder_only else (args.vae_steps, args.vae_lr)
+    ckpt_path = run / f"{name}.pt"
+    torch.manual_seed(args.seed)
+    vae = models.make_vae()
+    with torch.no_grad():
+        # Start the posterior std at e^-4 instead of 1, so the decoder sees the encoder's signal
+        # from the first step rather than unit noise (the small KL term alone would take
+        # thousands of steps to shrink it).
+        vae.encoder.conv_out.bias[vae.config.latent_channels :] = -8.0
+    if decoder_only:
+        vae.load_state_dict(load_checkpoint(run / "vae.pt")["model"])
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=peak, weight_decay=0.0)
+    state = load_checkpoint(ckpt_path)
+    step = 0
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+    if step >= total:
+        return
+    log(run, f"{name}: {sum(p.numel() for p in trainable) / 1e6:.2f}M trained params, from step {step}")
+    vae.train()
+    sums, t0 = np.zeros(3), time.time()
+    while step < total:
+        rng = np.random.default_rng([args.seed, 4 if decoder_only else 1, step])
+        scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
+        x = to_pixels([data.render(s, models.IMAGE_SIDE) for s in scenes])  # [B, 3, H, W]
+        torch.manual_seed(args.seed * 1_000_003 + step)
+        with torch.set_grad_enabled(not decoder_only):
+            posterior = vae.encode(x).latent_dist
+        y = vae.decode(posterior.sample()).sample  # [B, 3, H, W]
+        l1 = (y - x).abs().mean()
+        l2 = (y - x).pow(2).mean()
+        kl = posterior.kl().mean() / (4 * (models.IMAGE_SIDE // 8) ** 2)  # per latent element
+        loss = l1 + l2 + (0.0 if decoder_only else args.kl_weight * kl)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, peak, 100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 10.0)
+        opt.step()
+        step += 1
+        sums += [l1.item(), l2.item(), kl.item()]
+        if step % args.log_every == 0:
+            n = args.log_every
+            log(
+                run,
+                f"{name} step {step}: l1 {sums[0] / n:.4f} l2 {sums[1] / n:.5f} kl {sums[2] / n:.2f} "
+                f"({(time.time() - t0) / n:.2f} s/step)",
+            )
+            sums, t0 = np.zeros(3), time.time()
+        if step % args.ckpt_every == 0 or step == total:
+            save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step})
+            save_grid(run / f"{name}-{step:06d}.png", np.concatenate([to_uint8(x[:8]), to_uint8(y[:8].detach())]))
+
+
+def load_vae(args, final=False):
+    """The VAE of stage `vae`, or with `final` the latest of stage `decoder` when there is one
+    (same encoder). Returns the model and the step of its checkpoint."""
+    run = Path(args.run)
+    path = run / "decoder.pt" if final and (run / "decoder.pt").exists() else run / "vae.pt"
+    state = load_checkpoint(path)
+    vae = models.make_vae()
+    vae.load_state_dict(state["model"])
+    return vae.eval(), f"{path.stem} {state['step']}"
+
+
+# ---- stage 2: latents of a fixed training set ----
+
+
+def encode_latents(args):
+    run = Path(args.run)
+    path = run / "latents.pt"
+    if path.exists():
+        return
+    vae, _ = load_vae(args)
+    rng = np.random.default_rng([args.seed, 2])
+    scenes = [data.sample_scene(rng) for _ in range(args.n_latents)]
+    means, stds = [], []
+    with torch.no_grad():
+        for i in range(0, len(scenes), 256):
+            x = to_pixels([data.render(s, models.IMAGE_SIDE) for s in scenes[i : i + 256]])
+            posterior = vae.encode(x).latent_dist
+            means.append(posterior.mean)  # [b, 4, h, w]
+            stds.append(posterior.std)
+    mean, std = torch.cat(means), torch.cat(stds)  # [N, 4, h, w]
+    # SD's factor: 1 / std of the (sampled) latents over the training data.
+    sample = mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(args.seed))
+    scaling_factor = float(1 / sample.std())
+    log(run, f"latents: {len(scenes)} scenes, latent std {sample.std():.4f}, scaling_factor {scaling_factor:.5f}")
+    torch.save(
+        {"mean": mean, "std": std, "scenes": scenes, "scaling_factor": scaling_factor},
+        path,
+    )
+
+
+# ---- stage 3: text encoder + UNet ----
+
+
+class Captions:
+    """Tokenizes captions with the shipped tokenizer files, caching the ids of each caption."""
+
+    def __init__(self, folder):
+        from transformers import CLIPTokenizer
+
+        self.tokenizer = CLIPTokenizer.from_pretrained(str(folder))
+        self.cache = {}
+
+    def ids(self, texts):
+        missing = [t for t in texts if t not in self.cache]
+        if missing:
+            out = self.tokenizer(missing, padding="max_length", max_length=77, truncation=True).input_ids
+            self.cache.update(zip(missing, out))
+        return torch.tensor([self.cache[t] for t in texts])  # [B, 77]
+
+
+class Ema:
+    """Exponential moving average of parameters, with the usual warm-up of the decay."""
+
+    def __init__(self, modules, decay):
+        self.params = [p for m in modules for p in m.parameters()]
+        self.shadow = [p.detach().clone() for p in self.params]
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, step):
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, modules):
+        for p, s in zip([p for m in modules for p in m.parameters()], self.shadow):
+            p.copy_(s)
+
+
+def train_unet(args):
+    run = Path(args.run)
+    ckpt_path = run / "unet.pt"
+    write_tokenizer(run / "tokenizer")
+    captions = Captions(run / "tokenizer")
+    cache = torch.load(run / "latents.pt", weights_only=False)
+    lat_mean, lat_std, scenes = cache["mean"], cache["std"], cache["scenes"]
+    scale = cache["scaling_factor"]
+    torch.manual_seed(args.seed)
+    text_encoder, unet = models.make_text_encoder(), models.make_unet()
+    modules = (text_encoder, unet)
+    params = [p for m in modules for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.0)
+    ema = Ema(modules, args.ema_decay)
+    step = 0
+    state = load_checkpoint(ckpt_path)
+    if state is not None:
+        text_encoder.load_state_dict(state["text_encoder"])
+        unet.load_state_dict(state["unet"])
+        opt.load_state_dict(state["opt"])
+        ema.shadow = state["ema"]
+        step = state["step"]
+    if step >= args.unet_steps:
+        return
+    n_text = sum(p.numel() for p in text_encoder.parameters())
+    n_unet = sum(p.numel() for p in unet.parameters())
+    log(run, f"unet: {n_unet / 1e6:.2f}M params, text encoder {n_text / 1e6:.2f}M, from step {step}")
+    schedule = models.make_training_scheduler()
+    alphas_cumprod = schedule.alphas_cumprod  # [1000]
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    text_encoder.train()
+    unet.train()
+    total, t0 = 0.0, time.time()
+    while step < args.unet_steps:
+        rng = np.random.default_rng([args.seed, 3, step])
+        idx = rng.integers(len(scenes), size=args.unet_batch)
+        texts = ["" if rng.random() < args.caption_dropout else data.caption(rng, scenes[i]) for i in idx]
+        ids = captions.ids(texts)  # [B, 77]
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        latents = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_std[idx].shape, generator=g)) * scale
+        b = latents.shape[0]  # latents: [B, 4, h, w]
+        noise = torch.randn(latents.shape, generator=g)
+        noise += args.offset_noise * torch.randn((b, 4, 1, 1), generator=g)
+        t = torch.randint(0, len(alphas_cumprod), (b,), generator=g)
+        a = alphas_cumprod[t].view(b, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        hidden = text_encoder(ids).last_hidden_state  # [B, 77, TEXT_WIDTH]
+        pred = unet(noisy, t, hidden).sample  # [B, 4, h, w]
+        weight = torch.clamp(snr[t], max=args.min_snr_gamma) / snr[t]  # min-SNR-gamma for epsilon
+        loss = (weight * F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3))).mean()
+        for group in opt.param_groups:
+            # Constant after warm-up (the EMA does the averaging), so a run can be extended.
+            group["lr"] = lr_at(step, None, args.unet_lr, 500)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.update(step)
+        step += 1
+        total += loss.item()
+        if step % args.log_every == 0:
+            log(run, f"unet step {step}: loss {total / args.log_every:.4f} ({(time.time() - t0) / args.log_every:.2f} s/step)")
+            total, t0 = 0.0, time.time()
+        if step % args.ckpt_every == 0 or step == args.unet_steps:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "text_encoder": text_encoder.state_dict(),
+                    "unet": unet.state_dict(),
+                    "opt": opt.state_dict(),
+                    "ema": ema.shadow,
+                    "step": step,
+                },
+            )
+            if step % args.sample_every == 0 or step == args.unet_steps:
+                export(args, run / f"model-{step:06d}", quiet=True)
+                sample_grid(run / f"model-{step:06d}", run / f"samples-{step:06d}.png", args.seed)
+
+
+# ---- stage 4: export ----
+
+
+def versions():
+    import diffusers
+    import transformers
+
+    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__}
+
+
+def export(args, out, quiet=False):
+    """Writes the diffusers folder from the EMA weights, in f16 safetensors."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from safetensors.torch import load_file, save_file
+
+    run, out = Path(args.run), Path(out)
+    cache = torch.load(run / "latents.pt", weights_only=False)
+    state = load_checkpoint(run / "unet.pt")
+    vae = models.make_vae(scaling_factor=round(cache["scaling_factor"], 5))
+    trained_vae, vae_step = load_vae(args, final=True)
+    vae.load_state_dict(trained_vae.state_dict())
+    text_encoder, unet = models.make_text_encoder(), models.make_unet()
+    for p, s in zip([p for m in (text_encoder, unet) for p in m.parameters()], state["ema"]):
+        p.data.copy_(s)
+    write_tokenizer(run / "tokenizer")
+    from transformers import CLIPTokenizer
+
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(str(run / "tokenizer")),
+        unet=unet,
+        scheduler=PNDMScheduler.from_config(models.SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.to(torch.float16)
+    pipe.save_pretrained(out, safe_serialization=True)
+    # transformers 5 saves a tokenizer.json; ship SD 1.5's files (vocab.json + merges.txt) instead.
+    shutil.rmtree(out / "tokenizer")
+    write_tokenizer(out / "tokenizer")
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(models.SCHEDULER_CONFIG, indent=2) + "\n")
+    meta = dict(versions(), generator="tools/demo/train.py", unet_step=str(state["step"]), vae_step=vae_step)
+    meta["unet_weights"] = "EMA"
+    for f in out.glob("*/*.safetensors"):
+        tensors = load_file(f)
+        assert all(t.dtype == torch.float16 for t in tensors.values()), f
+        save_file(tensors, f, metadata={"format": "pt", **meta})
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    if not quiet:
+        log(run, f"exported {out} ({size / 1e6:.1f} MB), unet step {state['step']}, {vae_step}")
+
+
+def load_pipeline(folder, img2img=False):
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+    cls = StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
+    pipe = cls.from_pretrained(str(folder), torch_dtype=torch.float32, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+SAMPLE_PROMPTS = (
+    "a red circle on a blue background",
+    "small yellow triangle in the top left corner, black background",
+    "a large green square at the bottom on white",
+    "a big white circle in the centre on a purple background",
+    "an orange triangle on the right, cyan background",
+    "a small magenta square in the bottom right corner on a green background",
+    "a black circle at the top on a yellow background",
+    "",
+)
+
+
+def sample_grid(folder, path, seed, steps=20):
+    pipe = load_pipeline(folder)
+    images = []
+    for cfg in (7.5, 1.0):
+        for i, prompt in enumerate(SAMPLE_PROMPTS):
+            g = torch.Generator().manual_seed(seed + i)
+            out = pipe(prompt, num_inference_steps=steps, guidance_scale=cfg, generator=g, output_type="np")
+            images.append((out.images[0] * 255).round().astype(np.uint8))
+    save_grid(path, images, cols=len(SAMPLE_PROMPTS))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("stage", choices=("vae", "latents", "decoder", "unet", "export", "all"))
+    ap.add_argument("--run", default="/work/demo-runs/main", help="checkpoints, logs, samples")
+    ap.add_argument("--out", default="assets/demo-model", help="diffusers folder written by export")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vae-steps", type=int, default=4000)
+    ap.add_argument("--decoder-steps", type=int, default=6000)
+    ap.add_argument("--decoder-lr", type=float, default=1e-4)
+    ap.add_argument("--vae-batch", type=int, default=8)
+    ap.add_argument("--vae-lr", type=float, default=2e-4)
+    ap.add_argument("--kl-weight", type=float, default=1e-6)
+    ap.add_argument("--n-latents", type=int, default=20000)
+    ap.add_argument("--unet-steps", type=int, default=6000)
+    ap.add_argument("--unet-batch", type=int, default=32)
+    ap.add_argument("--unet-lr", type=float, default=3e-4)
+    ap.add_argument("--ema-decay", type=float, default=0.999)
+    ap.add_argument("--caption-dropout", type=float, default=0.1)
+    ap.add_argument("--offset-noise", type=float, default=0.1)
+    ap.add_argument("--min-snr-gamma", type=float, default=5.0)
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--ckpt-every", type=int, default=250)
+    ap.add_argument("--sample-every", type=int, default=1000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    Path(args.run).mkdir(parents=True, exist_ok=True)
+    if args.stage in ("vae", "all"):
+        train_vae(args)
+    if args.stage in ("latents", "all"):
+        encode_latents(args)
+    if args.stage in ("decoder", "all"):
+        train_vae(args, decoder_only=True)
+    if args.stage in ("unet", "all"):
+        train_unet(args)
+    if args.stage in ("export", "all"):
+        export(args, args.out)
+        sample_grid(args.out, Path(args.run) / "samples-final.png", args.seed)
+
+
+if __name__ == "__main__":
+    main()
