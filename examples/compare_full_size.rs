@@ -1,26 +1,38 @@
-//! Full-size SD 1.5 comparison, our side. Loads the random-weight diffusers
-//! folder and the goldens written by `tools/compare_full_size.py` and prints,
-//! per component, the max abs error, the relative error (max abs error over
-//! max |reference|), the NMSE and the time.
+//! Full-size SD 1.5 comparison, our side. Loads the random-weight model
+//! written by `tools/compare_full_size.py` through the pipeline's loading path
+//! (`sd_wgpu::checkpoint::open`: the diffusers folder, or with `--checkpoint`
+//! the single file under LDM names) and compares each component with the
+//! reference's goldens: max abs error, relative error (max abs error over
+//! max |reference|, the metric of tests/models.rs, judged against the same
+//! tolerances), NMSE and time. Exits with an error when a row fails.
 //!
 //!     cargo run --release --example compare_full_size -- /tmp/sd15-random --backend cpu --sizes 256
+//!     cargo run --release --example compare_full_size -- /tmp/sd15-random \
+//!         --checkpoint /tmp/sd15-random/sd15-random-ldm.safetensors
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use sd_wgpu::checkpoint::SafetensorsFile;
-use sd_wgpu::models::config::{read_config, ClipConfig, UNetConfig, VaeConfig};
+use sd_wgpu::checkpoint::{self, SafetensorsFile};
 use sd_wgpu::models::{memory_summary, ClipTextModel, Tiling, UNet, Vae};
 use sd_wgpu::weights::TensorSource;
 use sd_wgpu::{Backend, DType, Device, Tensor};
 
+/// Relative-error tolerances, those of tests/models.rs: f32 on both sides
+/// differs only in summation order; f16 storage rounds every activation.
+const F32_TOL: f64 = 1e-4;
+const F16_TOL: f64 = 2e-2;
+
 #[derive(Parser)]
 struct Args {
-    /// Folder written by tools/compare_full_size.py.
+    /// Folder written by tools/compare_full_size.py (goldens, diffusers layout).
     dir: PathBuf,
+    /// Load the model from this file or folder instead of `dir` (e.g. the
+    /// script's `sd15-random-ldm.safetensors`, written with `--single-file`).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
     /// cpu, gpu or auto.
     #[arg(long, default_value = "auto")]
     backend: String,
@@ -30,7 +42,7 @@ struct Args {
     /// Image sizes whose goldens to check.
     #[arg(long, value_delimiter = ',', default_value = "256")]
     sizes: Vec<usize>,
-    /// Components: clip, unet, vae.
+    /// Components: clip, unet, vae-decode, vae-encode (vae: both).
     #[arg(long, value_delimiter = ',', default_value = "clip,unet,vae")]
     components: Vec<String>,
 }
@@ -42,25 +54,29 @@ impl Golden {
         Ok(self.0.read(key, DType::F32)?.to_f32().into_owned())
     }
 
-    fn tensor(&self, key: &str, device: &Device) -> anyhow::Result<Tensor> {
-        let shape = self
+    fn shape(&self, key: &str) -> anyhow::Result<Vec<usize>> {
+        Ok(self
             .0
             .info(key)
             .with_context(|| format!("golden has no {key}"))?
-            .shape;
-        Ok(Tensor::from_vec(self.values(key)?, &shape, device)?)
+            .shape)
     }
 
-    /// Prints the errors of `ours` against the golden `key`.
-    fn compare(&self, what: &str, ours: &Tensor, key: &str, secs: f64) -> anyhow::Result<()> {
+    fn tensor(&self, key: &str, device: &Device) -> anyhow::Result<Tensor> {
+        Ok(Tensor::from_vec(self.values(key)?, &self.shape(key)?, device)?)
+    }
+
+    /// Prints the errors of `ours` against the golden `key` and whether the
+    /// relative error is within `tol`; returns that verdict.
+    fn compare(&self, what: &str, ours: &Tensor, key: &str, tol: f64, secs: f64) -> anyhow::Result<bool> {
+        let shape = self.shape(key)?;
+        anyhow::ensure!(
+            ours.shape() == &shape[..],
+            "{what}: shape {:?}, reference {shape:?}",
+            ours.shape()
+        );
         let a = ours.to_vec_f32()?;
         let r = self.values(key)?;
-        anyhow::ensure!(
-            a.len() == r.len(),
-            "{what}: {} values, reference {}",
-            a.len(),
-            r.len()
-        );
         let max_ref = r.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
         let max_err = a
             .iter()
@@ -69,111 +85,146 @@ impl Golden {
         let (num, den) = a.iter().zip(&r).fold((0.0, 0.0), |(n, d): (f64, f64), (&x, &y)| {
             (n + (x as f64 - y as f64).powi(2), d + (y as f64).powi(2))
         });
+        // NaN compares false, so a non-finite output fails.
+        let pass = max_err / max_ref <= tol;
         println!(
-            "  {what:<22} max abs err {max_err:.3e}  max |ref| {max_ref:8.3}  rel {:.3e}  nmse {:.3e}  ({secs:.1} s)",
+            "  {what:<20} max abs err {max_err:.3e}  max |ref| {max_ref:8.3}  rel {:.3e}  nmse {:.3e}  \
+             tol {tol:.0e} {}  ({secs:.1} s)",
             max_err / max_ref,
-            num / den
+            num / den,
+            if pass { "pass" } else { "FAIL" }
         );
-        Ok(())
+        Ok(pass)
     }
-}
-
-fn source(dir: &Path, component: &str, file: &str) -> anyhow::Result<Arc<dyn TensorSource>> {
-    Ok(Arc::new(SafetensorsFile::open(dir.join(component).join(file))?))
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = args.backend.parse::<Backend>()?.open()?;
     let dtype: DType = args.dtype.parse()?;
-    let dir = &args.dir;
-    let wants = |c: &str| args.components.iter().any(|x| x == c);
+    let tol = if dtype == DType::F16 { F16_TOL } else { F32_TOL };
+    let known = ["clip", "unet", "vae", "vae-decode", "vae-encode"];
+    if let Some(c) = args.components.iter().find(|c| !known.contains(&c.as_str())) {
+        anyhow::bail!(
+            "--components: unknown {c:?}, expected some of {}",
+            known.join(", ")
+        );
+    }
+    let wants = |c: &str| {
+        args.components
+            .iter()
+            .any(|x| x == c || (x == "vae" && c.starts_with("vae-")))
+    };
+    let model_path = args.checkpoint.as_ref().unwrap_or(&args.dir);
+    let ck = checkpoint::open(model_path)?;
     println!(
-        "device: {}; text encoder and UNet in {dtype}, VAE in f32",
+        "model: {} ({}, {}); device: {}; text encoder and UNet in {dtype}, VAE in f32",
+        model_path.display(),
+        ck.layout,
+        ck.detection.family,
         device.describe()
     );
+    for w in &ck.warnings {
+        println!("  note: {w}");
+    }
 
     let clip = if wants("clip") {
-        let path = dir.join("text_encoder/config.json");
-        let cfg: ClipConfig = read_config(&path)?;
-        cfg.validate(&path)?;
-        Some(ClipTextModel::load(
-            source(dir, "text_encoder", "model.safetensors")?,
-            &cfg,
+        let c = &ck.text_encoder;
+        Some(ClipTextModel::load(c.weights.clone(), &c.config, &device, dtype)?)
+    } else {
+        None
+    };
+    let unet = if wants("unet") {
+        Some(UNet::load(
+            ck.unet.weights.clone(),
+            &ck.unet.config,
             &device,
             dtype,
         )?)
     } else {
         None
     };
-    let unet = if wants("unet") {
-        let path = dir.join("unet/config.json");
-        let cfg: UNetConfig = read_config(&path)?;
-        cfg.validate(&path)?;
-        let src = source(dir, "unet", "diffusion_pytorch_model.safetensors")?;
-        Some(UNet::load(src, &cfg, &device, dtype)?)
+    let vae = if wants("vae-decode") || wants("vae-encode") {
+        Some(Vae::load(
+            ck.vae.weights.clone(),
+            &ck.vae.config,
+            &device,
+            DType::F32,
+        )?)
     } else {
         None
     };
-    let vae = if wants("vae") {
-        let path = dir.join("vae/config.json");
-        let cfg: VaeConfig = read_config(&path)?;
-        cfg.validate(&path)?;
-        let src = source(dir, "vae", "diffusion_pytorch_model.safetensors")?;
-        Some(Vae::load(src, &cfg, &device, DType::F32)?)
-    } else {
-        None
-    };
+    device.sync()?;
 
+    let mut failed = Vec::new();
     for &size in &args.sizes {
         let g = Golden(SafetensorsFile::open(
-            dir.join(format!("golden_{size}.safetensors")),
+            args.dir.join(format!("golden_{size}.safetensors")),
         )?);
         println!("{size}x{size}:");
+        let mut row = |what: &str, ours: &Tensor, key: &str, tol: f64, secs: f64| -> anyhow::Result<()> {
+            if !g.compare(what, ours, key, tol, secs)? {
+                failed.push(format!("{what} at {size}x{size}"));
+            }
+            Ok(())
+        };
         if let Some(clip) = &clip {
             let ids: Vec<u32> = g.values("ids")?.iter().map(|&x| x as u32).collect();
+            let encode = |skip: usize| -> anyhow::Result<Tensor> {
+                // One 77-token chunk at a time, as the pipeline encodes: [1, 77, 768] each.
+                let chunks: Vec<Tensor> = ids
+                    .chunks(77)
+                    .map(|c| clip.forward(c, &[], skip))
+                    .collect::<Result<_, _>>()?;
+                Ok(Tensor::cat(&chunks.iter().collect::<Vec<_>>(), 0)) // [2, 77, 768]
+            };
             let t = Instant::now();
-            let last: Vec<Tensor> = ids
-                .chunks(77)
-                .map(|c| clip.forward(c, &[], 1))
-                .collect::<Result<_, _>>()?;
-            let last = Tensor::cat(&last.iter().collect::<Vec<_>>(), 0);
+            let last = encode(1)?;
             device.sync()?;
             let secs = t.elapsed().as_secs_f64();
-            g.compare("text encoder", &last, "clip_last", secs)?;
-            let skip: Vec<Tensor> = ids
-                .chunks(77)
-                .map(|c| clip.forward(c, &[], 2))
-                .collect::<Result<_, _>>()?;
-            g.compare(
-                "text encoder skip 2",
-                &Tensor::cat(&skip.iter().collect::<Vec<_>>(), 0),
-                "clip_skip2",
-                0.0,
-            )?;
+            row("text encoder", &last, "clip_last", tol, secs)?;
+            row("text encoder skip 2", &encode(2)?, "clip_skip2", tol, 0.0)?;
         }
         if let Some(unet) = &unet {
-            let latents = g.tensor("unet_latents", &device)?;
-            let context = g.tensor("unet_context", &device)?;
+            let latents = g.tensor("unet_latents", &device)?; // [2, 4, s/8, s/8]
+            let context = g.tensor("unet_context", &device)?; // [2, 77, 768]
             let t = Instant::now();
             let noise = unet.forward(&latents, &g.values("unet_timestep")?, &context)?;
             device.sync()?;
-            g.compare("UNet (batch 2)", &noise, "unet_noise", t.elapsed().as_secs_f64())?;
+            row(
+                "UNet (batch 2)",
+                &noise,
+                "unet_noise",
+                tol,
+                t.elapsed().as_secs_f64(),
+            )?;
         }
-        if let Some(vae) = &vae {
+        if let Some(vae) = vae.as_ref().filter(|_| wants("vae-decode")) {
+            let latents = g.tensor("vae_latents", &device)?; // [1, 4, s/8, s/8]
             let t = Instant::now();
-            let image = vae.decode(&g.tensor("vae_latents", &device)?, Tiling::Off)?;
-            g.compare("VAE decode", &image, "vae_decoded", t.elapsed().as_secs_f64())?;
+            let image = vae.decode(&latents, Tiling::Off)?; // [1, 3, s, s]
+            device.sync()?;
+            row(
+                "VAE decode",
+                &image,
+                "vae_decoded",
+                F32_TOL,
+                t.elapsed().as_secs_f64(),
+            )?;
+        }
+        if let Some(vae) = vae.as_ref().filter(|_| wants("vae-encode")) {
+            let image = g.tensor("vae_image", &device)?; // [1, 3, s, s]
             let t = Instant::now();
-            let post = vae.encode(&g.tensor("vae_image", &device)?, Tiling::Off)?;
+            let post = vae.encode(&image, Tiling::Off)?; // mean, logvar: [1, 4, s/8, s/8]
             device.sync()?;
             let secs = t.elapsed().as_secs_f64();
-            g.compare("VAE encode mean", &post.mean, "vae_mean", secs)?;
-            g.compare("VAE encode logvar", &post.logvar, "vae_logvar", 0.0)?;
+            row("VAE encode mean", &post.mean, "vae_mean", F32_TOL, secs)?;
+            row("VAE encode logvar", &post.logvar, "vae_logvar", F32_TOL, 0.0)?;
         }
         if let Some(m) = memory_summary(&device) {
             println!("  memory: {m}");
         }
     }
+    anyhow::ensure!(failed.is_empty(), "outside tolerance: {}", failed.join(", "));
     Ok(())
 }

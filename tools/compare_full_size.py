@@ -11,15 +11,21 @@ writes inputs and outputs to `<out>/golden_<size>.safetensors`:
         reference encoder's output for the two prompts) -> noise prediction;
   VAE: latents [1, 4, s/8, s/8] -> decoded image; image [1, 3, s, s] ->
        posterior mean and logvar.
-Then `cargo run --release --example compare_full_size -- <out>` runs ours.
+With `--single-file`, also writes `<out>/sd15-random-ldm.safetensors`: the
+same weights under the original (LDM / CompVis) names with the three
+prefixes of an SD 1.5 single file (plus the schedule buffers such files
+carry). The names are mapped here, independently of the Rust loader's key
+map so that the comparison checks that map too, and verified by running
+the reference's own LDM -> diffusers converters on the file's contents.
 
-The single-file (LDM key names) copy is not written: the LDM -> diffusers key
-map lives in the checkpoint loaders, not on main when this was written.
+Then `cargo run --release --example compare_full_size -- <out>` runs ours
+(add `--checkpoint <out>/sd15-random-ldm.safetensors` for the single file).
 
-Needs about 10 GB of RAM at 512x512, 1.8 GB of disk; with one torch thread,
-about 2 minutes at 256x256 and 5-10 at 512x512 on a desktop CPU.
+Measured with one torch thread on a shared 2-core EPYC VM (both sizes and
+`--single-file`): 2.2 minutes, 7.3 GB peak RSS, 2.1 GB of disk for the
+folder and 2.0 GB for the single file. Results: docs/full-size-comparison.md.
 
-    /work/refenv/bin/python tools/compare_full_size.py --out /tmp/sd15-random --sizes 256,512
+    python tools/compare_full_size.py --out /tmp/sd15-random --sizes 256,512 --single-file
 """
 
 import argparse
@@ -73,6 +79,118 @@ def randomise(model, seed):
                 else:
                     v = torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel())
                 p.copy_(v.half().float())
+
+
+# diffusers -> LDM names, written from SD_NOTES section 1 and checked against
+# the reference's own LDM -> diffusers converter (`check_single_file`); the
+# Rust loader's map (src/checkpoint/ldm.rs) is not consulted.
+UNET_FIXED = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+               "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out": "proj_out"}
+
+
+def ldm_unet(name, per=3):
+    """diffusers UNet name -> LDM name (`per` = layers_per_block + 1 slots a level)."""
+    for old, new in UNET_FIXED.items():
+        if name.startswith(old + "."):
+            return new + name[len(old):]
+    p = name.split(".")
+
+    def resnet(layer):  # [norm1, weight] -> in_layers.0.weight
+        return UNET_RESNET[layer[0]] + "." + ".".join(layer[1:])
+
+    if p[0] == "mid_block":  # mid_block.resnets.k.<layer> / mid_block.attentions.0.<rest>
+        if p[1] == "resnets":
+            return f"middle_block.{2 * int(p[2])}.{resnet(p[3:])}"
+        return "middle_block.1." + ".".join(p[3:])
+    i, kind, rest = int(p[1]), p[2], p[4:]  # <blocks>.i.<kind>.j.<rest>
+    if p[0] == "down_blocks":
+        if kind == "downsamplers":  # rest = conv.<leaf>
+            return f"input_blocks.{per * (i + 1)}.0.op." + ".".join(rest[1:])
+        slot = f"input_blocks.{per * i + int(p[3]) + 1}"
+    elif p[0] == "up_blocks":
+        if kind == "upsamplers":  # rest = conv.<leaf>
+            return f"output_blocks.{per * i + per - 1}.{1 if i == 0 else 2}.conv." + ".".join(rest[1:])
+        slot = f"output_blocks.{per * i + int(p[3])}"
+    else:
+        raise KeyError(f"no LDM name for UNet parameter {name}")
+    return f"{slot}.0.{resnet(rest)}" if kind == "resnets" else f"{slot}.1." + ".".join(rest)
+
+
+def ldm_vae(name, tensor, levels=4):
+    """diffusers VAE name -> (LDM name, tensor); the mid-block attention's
+    linears become 1x1 convolutions."""
+    part, *rest = name.split(".")
+    if part in ("quant_conv", "post_quant_conv") or rest[0] in ("conv_in", "conv_out"):
+        return name, tensor
+    if rest[0] == "conv_norm_out":
+        return f"{part}.norm_out." + ".".join(rest[1:]), tensor
+    if rest[0] == "mid_block":
+        if rest[1] == "resnets":  # mid_block.resnets.k.<leaf>
+            return f"{part}.mid.block_{int(rest[2]) + 1}." + ".".join(rest[3:]), tensor
+        t = tensor.reshape(*tensor.shape, 1, 1) if tensor.ndim == 2 else tensor
+        return f"{part}.mid.attn_1.{VAE_ATTENTION[rest[3]]}.{rest[-1]}", t
+    i = int(rest[1])
+    block, level = ("down", i) if rest[0] == "down_blocks" else ("up", levels - 1 - i)
+    if rest[2] == "resnets":  # <blocks>.i.resnets.j.<layer>.<leaf>
+        layer = "nin_shortcut" if rest[4] == "conv_shortcut" else rest[4]
+        return f"{part}.{block}.{level}.block.{rest[3]}.{layer}." + ".".join(rest[5:]), tensor
+    sampler = "downsample" if block == "down" else "upsample"  # <blocks>.i.<sampler>s.0.conv.<leaf>
+    return f"{part}.{block}.{level}.{sampler}.conv." + ".".join(rest[5:]), tensor
+
+
+def schedule_buffers():
+    """The non-weight tensors an SD 1.5 single file carries next to the
+    weights (the LDM DDPM schedule, EMA bookkeeping): a loader must ignore them."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    ac = torch.cumprod(1 - betas, 0)
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), ac[:-1]])
+    return {"betas": betas.float(), "alphas_cumprod": ac.float(), "alphas_cumprod_prev": prev.float(),
+            "sqrt_alphas_cumprod": ac.sqrt().float(), "model_ema.decay": torch.tensor(0.9999),
+            "model_ema.num_updates": torch.tensor(0, dtype=torch.int32)}
+
+
+def write_single_file(models, out):
+    """The three models in one file under LDM names and the three prefixes,
+    weights in f16 like the SD 1.5 files on the hub."""
+    sd = schedule_buffers()
+    for k, v in models["unet"].state_dict().items():
+        sd["model.diffusion_model." + ldm_unet(k)] = v.half()
+    for k, v in models["vae"].state_dict().items():
+        name, t = ldm_vae(k, v)
+        sd["first_stage_model." + name] = t.half().contiguous()
+    for k, v in models["text_encoder"].state_dict().items():
+        sd["cond_stage_model.transformer.text_model." + k] = v.half()
+    # Stored as int64 [1, 77] by transformers 4 (the loader ignores it).
+    sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77).view(1, 77)
+    check_single_file(sd, models)
+    path = os.path.join(out, "sd15-random-ldm.safetensors")
+    save_file(sd, path, metadata={"generator": "tools/compare_full_size.py", "torch": torch.__version__,
+                                  "diffusers": diffusers.__version__})
+    print(f"wrote {path} ({len(sd)} tensors)", flush=True)
+
+
+def check_single_file(sd, models):
+    """The reference's LDM -> diffusers converters must give back exactly the
+    diffusers weights: proof that the file is a genuine LDM layout."""
+    from diffusers.loaders import single_file_utils as sfu
+    converted = {
+        "unet": sfu.convert_ldm_unet_checkpoint(sd, models["unet"].config),
+        "vae": sfu.convert_ldm_vae_checkpoint(sd, models["vae"].config),
+        "text_encoder": {k.removeprefix("text_model."): v for k, v in sfu.convert_ldm_clip_checkpoint(sd).items()
+                         if not k.endswith("position_ids")},
+    }
+    for name, got in converted.items():
+        want = models[name].state_dict()
+        if set(got) != set(want):
+            sys.exit(f"single file, {name}: the reference converter's keys differ: missing "
+                     f"{sorted(set(want) - set(got))[:5]}, unexpected {sorted(set(got) - set(want))[:5]}")
+        bad = [k for k in want if got[k].shape != want[k].shape or not torch.equal(got[k].float(), want[k])]
+        if bad:
+            sys.exit(f"single file, {name}: {len(bad)} tensors differ after conversion, e.g. {bad[:5]}")
+    print("single file: the reference converter maps every tensor back to the diffusers weights", flush=True)
 
 
 def build(out):
@@ -140,11 +258,14 @@ def main():
     ap.add_argument("--out", required=True, help="output folder (diffusers layout + goldens)")
     ap.add_argument("--sizes", default="256,512", help="comma-separated image sizes (multiples of 8)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--single-file", action="store_true", help="also write the LDM-named single file")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
     models = build(a.out)
-    for s in [int(x) for x in a.sizes.split(",")]:
+    if a.single_file:
+        write_single_file(models, a.out)
+    for s in [int(x) for x in a.sizes.split(",") if x]:
         if s % 8:
             sys.exit(f"--sizes: {s} is not a multiple of 8")
         run(models, a.out, s)
