@@ -23,7 +23,7 @@ Then `cargo run --release --example compare_full_size -- <out>` runs ours
 
 Measured with one torch thread on a shared 2-core EPYC VM (both sizes and
 `--single-file`): 2.2 minutes, 7.3 GB peak RSS, 2.1 GB of disk for the
-folder and 2.0 GB for the single file. Results: docs/full-size-comparison.md.
+folder and 2.0 GB for the single file. Results: README.md, "Full-size SD 1.5 comparison".
 
     python tools/compare_full_size.py --out /tmp/sd15-random --sizes 256,512 --single-file
 """
