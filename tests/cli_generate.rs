@@ -1,6 +1,7 @@
 //! `sd-wgpu txt2img` / `img2img` through the built binary, on the small
-//! fixture model and the CPU backend: files, metadata, the no-overwrite
-//! rule, and one-line errors for bad input (non-zero exit, no panic).
+//! fixture model (and the built-in demo model) and the CPU backend: files,
+//! metadata, the no-overwrite rule, and one-line errors for bad input
+//! (non-zero exit, no panic).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +29,8 @@ fn sd(dir: &Path, args: &[&str]) -> Run {
         .current_dir(dir)
         .env("RUST_BACKTRACE", "1")
         .env_remove("SD_WGPU_BACKEND")
+        // The built-in model is written out here, not in the user's ~/.cache.
+        .env("SD_WGPU_CACHE", dir.join("cache"))
         .args(args)
         .output()
         .expect("runs the sd-wgpu binary");
@@ -277,8 +280,6 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
     std::fs::write(d.join("junk.pt"), b"not an embedding").unwrap();
     one_line_error(&t(&["--embedding", "junk.pt"]), &["junk.pt"]);
 
-    let r = sd(&d, &["txt2img", "--prompt", "x"]);
-    one_line_error(&r, &["--model is required"]);
     let r = sd(&d, &["txt2img", "--prompt", "x", "--model", "no-such-model"]);
     one_line_error(&r, &["--model", "no-such-model", "does not exist"]);
     std::fs::write(d.join("empty.safetensors"), b"").unwrap();
@@ -338,4 +339,38 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
         "no image written by a failed run: {leftovers:?}"
     );
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn without_model_the_built_in_demo_model_runs() {
+    let d = tmp("demo");
+    let r = sd(
+        &d,
+        &[
+            "txt2img",
+            "--prompt",
+            "a red circle on a blue background",
+            "--seed",
+            "3",
+            "--backend",
+            "cpu",
+            "--output",
+            "circle.png",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let img = image::open(d.join("circle.png")).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (64, 64), "the demo model's native size");
+    let p = parameters(&d.join("circle.png"));
+    assert!(p.contains("Model: sd-wgpu-demo"), "{p}");
+    let cached: Vec<_> = std::fs::read_dir(d.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(cached.len(), 1, "one cached copy of the demo model: {cached:?}");
+
+    // `info` without --model describes the same model.
+    let r = sd(&d, &["info"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("Stable Diffusion 1.x"), "{}", r.stdout);
 }

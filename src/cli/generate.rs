@@ -26,8 +26,8 @@ pub struct CommonArgs {
     /// What to avoid (default: none, the encoding of the empty text).
     #[arg(long, value_name = "TEXT", default_value = "", hide_default_value = true)]
     pub negative_prompt: String,
-    /// Checkpoint: a diffusers folder or a single .safetensors / .ckpt file (required
-    /// until sd-wgpu ships a built-in model).
+    /// Checkpoint: a diffusers folder or a single .safetensors / .ckpt file (default: the
+    /// built-in demo model, 64x64 coloured shapes).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Sampling steps.
@@ -236,18 +236,14 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Where the model comes from. Without `--model` this will be the embedded
-/// demo model once there is one; until then the flag is required.
+/// Where the model comes from: `--model`, else the built-in demo model.
 fn model_source(model: Option<&PathBuf>) -> anyhow::Result<ModelSource> {
     match model {
         Some(p) => {
             must_exist("--model", p)?;
             Ok(ModelSource::Path(p.clone()))
         }
-        None => Err(anyhow!(
-            "--model is required: give a diffusers folder or a .safetensors / .ckpt file \
-             (e.g. --model v1-5-pruned-emaonly.safetensors)"
-        )),
+        None => Ok(ModelSource::demo()),
     }
 }
 

@@ -1,14 +1,17 @@
-//! `sd-wgpu info --model PATH`: what a checkpoint is, without loading it.
+//! `sd-wgpu info [--model PATH]`: what a checkpoint is, without loading it
+//! (the built-in demo model without `--model`).
 
 use std::path::PathBuf;
 
 use sd_wgpu::checkpoint::{open_with, Component, OpenOptions};
+use sd_wgpu::pipeline::embedded::{default_cache_dir, demo_model_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint: a diffusers folder, or a single .safetensors / .ckpt file.
+    /// Checkpoint: a diffusers folder, or a single .safetensors / .ckpt file (default:
+    /// the built-in demo model).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// diffusers weights variant to inspect (e.g. fp16).
     #[arg(long)]
     pub variant: Option<String>,
@@ -18,7 +21,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let opts = OpenOptions {
         variant: args.variant,
     };
-    let ck = open_with(&args.model, &opts)?;
+    let path = match args.model {
+        Some(p) => p,
+        None => demo_model_dir(&default_cache_dir())?,
+    };
+    let ck = open_with(&path, &opts)?;
     println!("model:   {}", ck.path.display());
     println!("layout:  {}", ck.layout);
     println!("family:  {} ({})", ck.detection.family, ck.detection.evidence);

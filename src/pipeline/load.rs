@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
+use super::embedded::{default_cache_dir, demo_model_dir, DEMO_MODEL_NAME};
 use super::request::hex_prefix;
 use crate::checkpoint::{open_with, Layout, OpenOptions};
 use crate::models::{ClipTextModel, Tiling, UNet, Vae};
@@ -27,12 +28,23 @@ use crate::text::tokenizer::VOCAB_SIZE;
 use crate::text::ClipTokenizer;
 use crate::{DType, Device, Error, Result};
 
-/// Where a model comes from. Today a path; the embedded demo model will be a
-/// second variant.
+/// Where a model comes from.
 #[derive(Debug, Clone)]
 pub enum ModelSource {
     /// A diffusers folder or a single `.safetensors` / `.ckpt` file.
     Path(PathBuf),
+    /// The demo model built into the binary, written out once as a diffusers
+    /// folder under `cache_dir` (see [`super::embedded`]) and loaded from there.
+    Demo { cache_dir: PathBuf },
+}
+
+impl ModelSource {
+    /// The built-in demo model, cached in [`default_cache_dir`].
+    pub fn demo() -> ModelSource {
+        ModelSource::Demo {
+            cache_dir: default_cache_dir(),
+        }
+    }
 }
 
 impl From<PathBuf> for ModelSource {
@@ -86,7 +98,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn load(source: impl Into<ModelSource>, opts: &LoadOptions) -> Result<Pipeline> {
-        let ModelSource::Path(path) = source.into();
+        let (path, display_name) = match source.into() {
+            ModelSource::Path(path) => (path, None),
+            ModelSource::Demo { cache_dir } => (demo_model_dir(&cache_dir)?, Some(DEMO_MODEL_NAME)),
+        };
         let ck = open_with(
             &path,
             &OpenOptions {
@@ -141,9 +156,12 @@ impl Pipeline {
             )));
         }
         device.sync()?;
-        let model_name = match ck.layout {
-            Layout::SingleFile => path.file_stem(),
-            Layout::DiffusersFolder => path.file_name(),
+        let model_name = match display_name {
+            Some(name) => Some(std::ffi::OsStr::new(name)),
+            None => match ck.layout {
+                Layout::SingleFile => path.file_stem(),
+                Layout::DiffusersFolder => path.file_name(),
+            },
         }
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());

@@ -13,12 +13,14 @@
 //! # }
 //! ```
 //!
-//! Files: `load` (the [`Pipeline`] and its options), `request` (what a
+//! Files: `load` (the [`Pipeline`] and its options), `embedded` (the
+//! built-in demo model), `request` (what a
 //! generation asks for), `conditioning` (prompts to text states),
 //! `generate` (the sampling loops), `progress` (callbacks, cancellation),
 //! `image_io`, `output`, `params` (images in and out, PNG metadata).
 
 mod conditioning;
+pub mod embedded;
 mod generate;
 pub mod image_io;
 mod load;
