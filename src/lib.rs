@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod cpu;
+pub mod demo;
 pub mod device;
 pub mod error;
 pub mod gpu;
