@@ -1,8 +1,7 @@
 //! Euler: diffusers `EulerDiscreteScheduler` (Karras et al. 2022, Algorithm 2, without churn as
 //! diffusers' pipelines call it): one first-order step along `dx/dsigma = (x - x0) / sigma`.
 
-use super::config::{ClassDefaults, SchedulerConfig};
-use super::schedule::{SigmaSchedule, TrainSchedule};
+use super::config::SchedulerConfig;
 use super::sigmas::SigmaSteps;
 use super::{zip_map, Sampler, SamplerKind};
 use crate::rng::BatchRng;
@@ -15,19 +14,9 @@ pub struct Euler {
 
 impl Euler {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Euler {
-        let defaults = ClassDefaults::COMMON;
-        let train = TrainSchedule::new(config, &defaults);
-        let spacing = config.timestep_spacing.unwrap_or(defaults.timestep_spacing);
-        let schedule = SigmaSchedule::new(
-            &train,
-            spacing,
-            steps,
-            config.steps_offset,
-            config.use_karras_sigmas,
-        );
         Euler {
             steps,
-            s: SigmaSteps::new(schedule, spacing, config.prediction_type),
+            s: SigmaSteps::from_config(config, steps, config.use_karras_sigmas),
         }
     }
 }

@@ -4,8 +4,7 @@
 //! included (where `sigma_up` is 0), so the generator stream stays in step with diffusers.
 //! Karras sigmas do not apply (diffusers' class has none).
 
-use super::config::{ClassDefaults, SchedulerConfig};
-use super::schedule::{SigmaSchedule, TrainSchedule};
+use super::config::SchedulerConfig;
 use super::sigmas::SigmaSteps;
 use super::{Sampler, SamplerKind};
 use crate::rng::BatchRng;
@@ -18,13 +17,9 @@ pub struct EulerAncestral {
 
 impl EulerAncestral {
     pub fn new(config: &SchedulerConfig, steps: usize) -> EulerAncestral {
-        let defaults = ClassDefaults::COMMON;
-        let train = TrainSchedule::new(config, &defaults);
-        let spacing = config.timestep_spacing.unwrap_or(defaults.timestep_spacing);
-        let schedule = SigmaSchedule::new(&train, spacing, steps, config.steps_offset, false);
         EulerAncestral {
             steps,
-            s: SigmaSteps::new(schedule, spacing, config.prediction_type),
+            s: SigmaSteps::from_config(config, steps, false),
         }
     }
 }

@@ -17,8 +17,7 @@
 
 use std::collections::VecDeque;
 
-use super::config::{ClassDefaults, SchedulerConfig};
-use super::schedule::{SigmaSchedule, TrainSchedule};
+use super::config::SchedulerConfig;
 use super::sigmas::SigmaSteps;
 use super::{Sampler, SamplerKind};
 use crate::rng::BatchRng;
@@ -35,19 +34,9 @@ pub struct Lms {
 
 impl Lms {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Lms {
-        let defaults = ClassDefaults::COMMON;
-        let train = TrainSchedule::new(config, &defaults);
-        let spacing = config.timestep_spacing.unwrap_or(defaults.timestep_spacing);
-        let schedule = SigmaSchedule::new(
-            &train,
-            spacing,
-            steps,
-            config.steps_offset,
-            config.use_karras_sigmas,
-        );
         Lms {
             steps,
-            s: SigmaSteps::new(schedule, spacing, config.prediction_type),
+            s: SigmaSteps::from_config(config, steps, config.use_karras_sigmas),
             derivatives: VecDeque::new(),
         }
     }

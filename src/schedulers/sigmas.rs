@@ -1,8 +1,8 @@
 //! State shared by the samplers that work on sigmas (Euler, Euler ancestral, LMS, Heun): the
 //! schedule, where img2img starts in it, and which call comes next.
 
-use super::config::{Prediction, TimestepSpacing};
-use super::schedule::SigmaSchedule;
+use super::config::{ClassDefaults, Prediction, SchedulerConfig, TimestepSpacing};
+use super::schedule::{SigmaSchedule, TrainSchedule};
 use super::{check_call, zip_map};
 
 pub(super) struct SigmaSteps {
@@ -17,6 +17,17 @@ pub(super) struct SigmaSteps {
 }
 
 impl SigmaSteps {
+    /// The state of a sampler with diffusers' common class defaults: the config's training
+    /// schedule and spacing, Karras sigmas when `karras` (the config's flag, or false for a
+    /// class that has none).
+    pub fn from_config(config: &SchedulerConfig, steps: usize, karras: bool) -> SigmaSteps {
+        let defaults = ClassDefaults::COMMON;
+        let train = TrainSchedule::new(config, &defaults);
+        let spacing = config.timestep_spacing.unwrap_or(defaults.timestep_spacing);
+        let schedule = SigmaSchedule::new(&train, spacing, steps, config.steps_offset, karras);
+        SigmaSteps::new(schedule, spacing, config.prediction_type)
+    }
+
     pub fn new(schedule: SigmaSchedule, spacing: TimestepSpacing, prediction: Prediction) -> SigmaSteps {
         SigmaSteps {
             init_noise_sigma: schedule.init_noise_sigma(spacing),
