@@ -126,7 +126,7 @@ def check(args):
         for word in (TOKEN, args.control):
             prompt = template.format(c=word)
             gens = [torch.Generator().manual_seed(args.seed + k) for k in range(args.per_prompt)]
-            out = pipe([prompt] * args.per_prompt, num_inference_steps=25, guidance_scale=7.5, generator=gens, output_type="np").images
+            out = pipe([prompt] * args.per_prompt, num_inference_steps=25, guidance_scale=args.cfg, generator=gens, output_type="np").images
             imgs = [(im * 255).round().astype(np.uint8) for im in out]
             images += imgs[:4]
             found = [evaluate.measure(im, PALETTE) for im in imgs]
@@ -159,6 +159,7 @@ def main():
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--control", default="blue", help="palette colour put in the token's place")
     ap.add_argument("--per-prompt", type=int, default=8)
+    ap.add_argument("--cfg", type=float, default=7.5, help="guidance scale of the check")
     ap.add_argument("--results", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
