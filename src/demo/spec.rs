@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(spec.palette.last().unwrap().0, "black");
         assert_eq!(spec.positions[0], ("top left".to_string(), [0, 0]));
         assert_eq!(spec.target("colour"), Some(0.9));
-        assert_eq!(spec.captions.len(), 36);
+        assert_eq!(spec.captions.len(), 240);
         assert_eq!(spec.captions[0].truth.get("position"), "centre");
     }
 

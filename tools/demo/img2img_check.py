@@ -28,6 +28,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="assets/demo-model")
     ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--cfg", type=float, default=2.0, help="guidance scale (eval_spec.json's)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--run", default="/work/demo-runs/img2img")
     ap.add_argument("--results", default="")
@@ -55,7 +56,7 @@ def main():
                 image=Image.fromarray(init),
                 strength=strength,
                 num_inference_steps=args.steps,
-                guidance_scale=7.5,
+                guidance_scale=args.cfg,
                 generator=gens,
                 output_type="np",
             ).images

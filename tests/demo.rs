@@ -1,0 +1,336 @@
+//! The demo model (assets/demo-model: an SD 1.x-architecture model for 64x64
+//! images trained by tools/demo/train.py on the synthetic scenes of
+//! tools/demo/data.py) through our own pipeline, judged by the pixel
+//! evaluator (src/demo/evaluate.rs, the port of tools/demo/evaluate.py).
+//!
+//! - The 240 held-out captions of tools/demo/eval_spec.json, each with its
+//!   seed, PNDM from the model's scheduler config, the spec's steps and
+//!   guidance, on the CPU backend: every attribute reaches the spec's target.
+//! - The first [`GPU_CAPTIONS`] of them on the GPU backend (f16 UNet and text
+//!   encoder there, as users get by default): every attribute reaches the
+//!   spec's target, and each caption's image shows what the CPU's shows (see
+//!   [`GPU_AGREEMENT`]). On llvmpipe one caption takes ~9-12 s against ~1.2 s
+//!   on the CPU, so the GPU cannot run all 240 in CI.
+//! - img2img (tools/demo/img2img_check.py): a red square, prompted as a blue
+//!   square in the same place, turns blue at strength 0.8 and stays red at 0.2.
+//!
+//! Not here yet (issue 6 is open on them): the guidance test (cfg 7.5 against
+//! cfg 1; this model breaks up at 7.5) and the textual-inversion concept.
+//!
+//! The accuracy tables are printed (`--nocapture`). GPU tests fail (never skip)
+//! when no adapter is found.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use sd_wgpu::demo::{measure, Accuracy, Attributes, Caption, Measured, Spec, ATTRIBUTES};
+use sd_wgpu::gpu::{AdapterPreference, GpuContext};
+use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request, RgbImage};
+use sd_wgpu::schedulers::SamplerKind;
+use sd_wgpu::Device;
+
+/// The shipped demo model.
+const MODEL: &str = "assets/demo-model";
+/// How many of the spec's captions the GPU runs.
+const GPU_CAPTIONS: usize = 36;
+/// Share of those captions whose five attributes must measure exactly as on
+/// the CPU. The GPU runs the UNet and text encoder in f16, the CPU in f32: a
+/// shape whose fill ratio or apex share sits at a class boundary can read
+/// differently. At 90% that is 3 of 36 captions.
+const GPU_AGREEMENT: f64 = 0.9;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn spec() -> &'static Spec {
+    static SPEC: OnceLock<Spec> = OnceLock::new();
+    SPEC.get_or_init(|| Spec::load(Spec::default_path()).unwrap())
+}
+
+fn gpu() -> Device {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| match GpuContext::new(AdapterPreference::HardwareFirst) {
+        Ok(c) => {
+            eprintln!("demo tests on {}", c.describe());
+            c
+        }
+        Err(e) => panic!(
+            "GPU tests need a wgpu adapter and none was found: {e}\n\
+             Install a software Vulkan driver (Debian: apt-get install mesa-vulkan-drivers)."
+        ),
+    });
+    Device::Gpu(ctx.clone())
+}
+
+fn load(device: Device) -> Pipeline {
+    let path = repo(MODEL);
+    let opts = LoadOptions {
+        device,
+        ..LoadOptions::default()
+    };
+    let pipe = Pipeline::load(path.as_path(), &opts)
+        .unwrap_or_else(|e| panic!("loading the demo model {}: {e}", path.display()));
+    assert_eq!(
+        pipe.default_sampler(),
+        SamplerKind::Pndm,
+        "the demo model's scheduler config is PNDM"
+    );
+    pipe
+}
+
+/// One CPU pipeline for every CPU test of this file.
+fn cpu() -> &'static Pipeline {
+    static PIPE: OnceLock<Pipeline> = OnceLock::new();
+    PIPE.get_or_init(|| load(Device::Cpu))
+}
+
+/// A request for a 64x64 image with the spec's steps, the model's sampler.
+fn request(prompt: &str, seed: u64, cfg_scale: f32, batch: usize) -> Request {
+    let side = spec().image_side;
+    Request {
+        seed,
+        cfg_scale,
+        batch,
+        steps: spec().generation.steps,
+        width: Some(side),
+        height: Some(side),
+        ..Request::new(prompt)
+    }
+}
+
+/// The evaluator's answer for each image of a generation.
+fn measured(images: &[RgbImage], spec: &Spec) -> Vec<Measured> {
+    images
+        .iter()
+        .map(|img| measure(&img.to_rgb8(), img.width, spec))
+        .collect()
+}
+
+/// The spec's captions `captions` with their seeds at guidance `cfg`:
+/// (truth, measured) pairs. The pipeline takes one prompt per request, so
+/// captions run one by one.
+fn run_captions(pipe: &Pipeline, captions: &[Caption], cfg: f32) -> Vec<(Attributes, Measured)> {
+    captions
+        .iter()
+        .map(|c| {
+            let out = pipe
+                .txt2img(&request(&c.caption, c.seed, cfg, 1), &mut NoProgress)
+                .unwrap_or_else(|e| panic!("{:?}: {e}", c.caption));
+            let image = &out.images[0].image;
+            (c.truth.clone(), measure(&image.to_rgb8(), image.width, spec()))
+        })
+        .collect()
+}
+
+/// The CPU's results on every spec caption, shared by the CPU and GPU tests.
+fn cpu_results() -> &'static [(Attributes, Measured)] {
+    static RUN: OnceLock<Vec<(Attributes, Measured)>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let t = Instant::now();
+        let cfg = spec().generation.guidance_scale;
+        let results = run_captions(cpu(), &spec().captions, cfg);
+        report(
+            &format!("cpu, cfg {cfg}"),
+            &spec().captions,
+            &results,
+            t.elapsed().as_secs_f64(),
+        );
+        results
+    })
+}
+
+/// Prints the table row and the misses of one run.
+fn report(label: &str, captions: &[Caption], results: &[(Attributes, Measured)], seconds: f64) -> Accuracy {
+    let acc = Accuracy::of(results);
+    println!("{}\n{}", Accuracy::header("run"), acc.row(label));
+    println!("{label}: {} captions in {seconds:.1} s", results.len());
+    for (caption, (truth, m)) in captions.iter().zip(results) {
+        let wrong: Vec<String> = ATTRIBUTES
+            .iter()
+            .filter(|a| m.get(a) != Some(truth.get(a)))
+            .map(|a| format!("{a} {} -> {}", truth.get(a), m.get(a).unwrap_or("none")))
+            .collect();
+        if !wrong.is_empty() {
+            println!("  {:?}: {}", caption.caption, wrong.join(", "));
+        }
+    }
+    acc
+}
+
+fn assert_targets(label: &str, acc: &Accuracy) {
+    let misses = acc.misses(spec());
+    assert!(misses.is_empty(), "{label}: below target: {}", misses.join(", "));
+}
+
+#[test]
+fn captions_reach_the_targets_cpu() {
+    assert_targets("cpu", &Accuracy::of(cpu_results()));
+}
+
+/// The GPU's images of the first [`GPU_CAPTIONS`] captions reach the targets
+/// and show what the CPU's show: all five attributes equal in at least
+/// [`GPU_AGREEMENT`] of them. The shape's margin is thin on so few captions
+/// (72.2% against 70% on llvmpipe; 77.9% over all 240 on the CPU), so a
+/// failure of the shape target alone on another adapter says more about the
+/// subset than about the backend: read the agreement line first.
+#[test]
+fn gpu_reaches_the_targets_and_shows_what_the_cpu_shows() {
+    let captions = &spec().captions[..GPU_CAPTIONS];
+    let cfg = spec().generation.guidance_scale;
+    let pipe = load(gpu());
+    let t = Instant::now();
+    let results = run_captions(&pipe, captions, cfg);
+    let gpu_acc = report(
+        &format!("gpu, cfg {cfg}"),
+        captions,
+        &results,
+        t.elapsed().as_secs_f64(),
+    );
+    let cpu = &cpu_results()[..GPU_CAPTIONS];
+    let cpu_acc = Accuracy::of(cpu);
+    println!("{}", cpu_acc.row(&format!("cpu, same {GPU_CAPTIONS} captions")));
+    let differ: Vec<String> = captions
+        .iter()
+        .zip(cpu.iter().zip(&results))
+        .filter(|(_, ((_, c), (_, g)))| ATTRIBUTES.iter().any(|a| c.get(a) != g.get(a)))
+        .map(|(caption, ((_, c), (_, g)))| {
+            let what: Vec<String> = ATTRIBUTES
+                .iter()
+                .filter(|a| c.get(a) != g.get(a))
+                .map(|a| {
+                    format!(
+                        "{a} cpu {} gpu {}",
+                        c.get(a).unwrap_or("none"),
+                        g.get(a).unwrap_or("none")
+                    )
+                })
+                .collect();
+            format!("{:?}: {}", caption.caption, what.join(", "))
+        })
+        .collect();
+    println!(
+        "captions measured differently on the GPU: {}/{GPU_CAPTIONS}",
+        differ.len()
+    );
+    for d in &differ {
+        println!("  {d}");
+    }
+    let same = GPU_CAPTIONS - differ.len();
+    assert_targets("gpu", &gpu_acc);
+    assert!(
+        same as f64 >= GPU_AGREEMENT * GPU_CAPTIONS as f64,
+        "only {same}/{GPU_CAPTIONS} captions measure the same on the GPU as on the CPU:\n{}",
+        differ.join("\n")
+    );
+}
+
+/// A large red square at a grid position on `background` (64 px), drawn as
+/// data.py draws scenes: pixel centres at i + 0.5, |dx|, |dy| <= extent / 2,
+/// grid centres pulled inwards so the square stays inside.
+fn red_square(position: &str, background: &str) -> RgbImage {
+    let side = spec().image_side;
+    let colour = |name: &str| spec().palette.iter().find(|(n, _)| n == name).unwrap().1;
+    let (red, bg) = (colour("red"), colour(background));
+    let [col, row] = spec().positions.iter().find(|(n, _)| n == position).unwrap().1;
+    let extent: f64 = 31.0 / 64.0; // data.SIZE_RANGE["large"] is 28..34 px
+    let edge = (extent / 2.0 + 1.0 / 64.0).max(0.25);
+    let centres = [edge, 0.5, 1.0 - edge];
+    let (cx, cy) = (centres[col], centres[row]);
+    let inside = |i: usize, c: f64| ((i as f64 + 0.5) / side as f64 - c).abs() <= extent / 2.0;
+    let data = (0..side * side)
+        .flat_map(|i| {
+            if inside(i % side, cx) && inside(i / side, cy) {
+                red
+            } else {
+                bg
+            }
+        })
+        .map(|v| v as f32 / 255.0)
+        .collect();
+    RgbImage {
+        width: side,
+        height: side,
+        data,
+    }
+}
+
+/// img2img_check.py on our pipeline: from a rendered red square, the prompt
+/// asks for a blue square in the same place. At strength 0.8 the shape must
+/// turn blue and stay in place, at 0.2 it must stay red, each in at least the
+/// spec's colour / position target share of the images (3 placements x 4 seeds).
+#[test]
+fn img2img_repaints_the_square_in_place() {
+    const CASES: [(&str, &str, &str); 3] = [
+        ("centre", "white", "in the centre"),
+        ("top left", "black", "in the top left corner"),
+        ("bottom right", "yellow", "in the bottom right corner"),
+    ];
+    const SEEDS: usize = 4;
+    let spec = spec();
+    let t = Instant::now();
+    let mut lines = vec![
+        "| init (red square) | strength | shape colour measured | same position |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
+    let mut failures = Vec::new();
+    for strength in [0.8, 0.2] {
+        let want = if strength > 0.5 { "blue" } else { "red" };
+        let (mut colour_hits, mut place_hits, mut n) = (0, 0, 0);
+        for (position, background, words) in CASES {
+            let init = red_square(position, background);
+            let m = &measure(&init.to_rgb8(), init.width, spec);
+            assert_eq!(m.get("colour"), Some("red"), "the init image of {position}");
+            assert_eq!(m.get("position"), Some(position), "the init image of {position}");
+            let prompt = format!("a large blue square {words} on a {background} background");
+            let req = Request {
+                strength,
+                ..request(&prompt, 0, spec.generation.guidance_scale, SEEDS)
+            };
+            let out = cpu().img2img(&req, &init, &mut NoProgress).unwrap();
+            let images: Vec<RgbImage> = out.images.into_iter().map(|g| g.image).collect();
+            let found = measured(&images, spec);
+            colour_hits += found.iter().filter(|m| m.get("colour") == Some(want)).count();
+            place_hits += found
+                .iter()
+                .filter(|m| m.get("position") == Some(position))
+                .count();
+            n += found.len();
+            let colours: Vec<&str> = found.iter().map(|m| m.get("colour").unwrap_or("none")).collect();
+            let same = found
+                .iter()
+                .filter(|m| m.get("position") == Some(position))
+                .count();
+            lines.push(format!(
+                "| {position}, {background} | {strength} | {} | {same}/{SEEDS} |",
+                colours.join(", ")
+            ));
+        }
+        for (what, hits, target) in [
+            (
+                format!("shape colour {want}"),
+                colour_hits,
+                spec.target("colour").unwrap(),
+            ),
+            (
+                "position kept".to_string(),
+                place_hits,
+                spec.target("position").unwrap(),
+            ),
+        ] {
+            if (hits as f64) < target * n as f64 {
+                failures.push(format!(
+                    "strength {strength}: {what} in {hits}/{n} < {:.0}%",
+                    100.0 * target
+                ));
+            }
+        }
+    }
+    println!(
+        "{}\nimg2img: {:.1} s",
+        lines.join("\n"),
+        t.elapsed().as_secs_f64()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

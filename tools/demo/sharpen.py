@@ -1,0 +1,130 @@
+"""Stage `sharpen` of train.py: fine-tunes the VAE decoder against a patch discriminator, as SD's
+own VAE was trained (reconstruction + adversarial loss), on the frozen encoder's latents.
+
+Why: after stage `decoder`, small shapes (14-18 px, 2x2 latent cells) decode as rounded blobs.
+The latent leaves some doubt between a small square, triangle and circle, and under an L1 + L2
+loss the best answer to doubt is the blend of the three, which the evaluator reads as a circle
+(measured on 400 encoded scenes: 89 of 191 small shapes misread, 3 of 209 large ones). A
+classifier probe on the latents tells a small shape's class 77% of the time, so the latent
+holds more than the blurred decoder shows. An adversarial loss makes the decoder commit to a
+crisp shape.
+
+The encoder does not change, so the UNet trained on stage `latents` stays valid.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import data
+import models
+
+
+class PatchDiscriminator(nn.Module):
+    """Scores overlapping ~34 px patches of a [B, 3, 64, 64] image as real or decoded:
+    returns logits [B, 1, 14, 14]."""
+
+    def __init__(self, width=32):
+        super().__init__()
+
+        def block(cin, cout, stride):
+            return [nn.Conv2d(cin, cout, 4, stride, 1), nn.GroupNorm(8, cout), nn.LeakyReLU(0.2)]
+
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            *block(width, 2 * width, 2),
+            *block(2 * width, 4 * width, 1),
+            nn.Conv2d(4 * width, 1, 4, 1, 1),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def adaptive_weight(rec_loss, adv_loss, last_layer):
+    """Balances the two losses at the decoder's last layer (the taming-transformers rule):
+    the adversarial gradient is scaled to the size of the reconstruction gradient."""
+    g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)[0]
+    return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, 1e4).detach()
+
+
+def train_sharpen(args):
+    from train import load_checkpoint, log, lr_at, overshoot, save_checkpoint, save_grid, to_pixels, to_uint8
+
+    run = Path(args.run)
+    ckpt_path = run / "sharpen.pt"
+    total, lr = args.sharpen_steps, args.sharpen_lr
+    torch.manual_seed(args.seed)
+    vae = models.make_vae()
+    vae.load_state_dict(load_checkpoint(run / "decoder.pt")["model"])
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    disc = PatchDiscriminator()
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    opt_g = torch.optim.Adam(trainable, lr=lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.9))
+    step = 0
+    state = load_checkpoint(ckpt_path)
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step = state["step"]
+    if step >= total:
+        return
+    log(run, f"sharpen: decoder + patch discriminator, adversarial weight {args.adv_weight}, from step {step}")
+    vae.train()
+    last = vae.decoder.conv_out.weight
+    sums, t0 = np.zeros(5), time.time()
+    while step < total:
+        rng = np.random.default_rng([args.seed, 12, step])
+        scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
+        x = to_pixels([data.render(s, models.IMAGE_SIDE) for s in scenes])  # [B, 3, H, W]
+        torch.manual_seed(args.seed * 1_000_003 + step)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()  # [B, 4, h, w]
+        y = vae.decode(overshoot(z)).sample  # [B, 3, H, W]
+        rec = (y - x).abs().mean() + args.sharpen_l2 * (y - x).pow(2).mean()
+        # Generator step: look real to the discriminator (hinge loss).
+        adv = -disc(y).mean()
+        weight = args.adv_weight * adaptive_weight(rec, adv, last) if args.adv_weight > 0 else torch.zeros(())
+        for g in (*opt_g.param_groups, *opt_d.param_groups):
+            g["lr"] = lr_at(step, None, lr, 100)
+        opt_g.zero_grad(set_to_none=True)
+        (rec + weight * adv).backward()
+        opt_g.step()
+        # Discriminator step on the same real and (detached) decoded images.
+        d_real, d_fake = disc(x), disc(y.detach())
+        d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        step += 1
+        sums += [rec.item(), adv.item(), weight.item(), d_loss.item(), (d_real.mean() - d_fake.mean()).item()]
+        if step % args.log_every == 0:
+            n = args.log_every
+            log(
+                run,
+                f"sharpen step {step}: rec {sums[0] / n:.4f} adv {sums[1] / n:.3f} weight {sums[2] / n:.3f} "
+                f"d_loss {sums[3] / n:.3f} d_gap {sums[4] / n:.3f} ({(time.time() - t0) / n:.2f} s/step)",
+            )
+            sums, t0 = np.zeros(5), time.time()
+        if step % args.ckpt_every == 0 or step == total:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "model": vae.state_dict(),
+                    "disc": disc.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "step": step,
+                },
+            )
+            save_grid(run / f"sharpen-{step:06d}.png", np.concatenate([to_uint8(x[:8]), to_uint8(y[:8].detach())]))
