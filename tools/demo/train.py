@@ -20,8 +20,10 @@ Stages (each resumable from its last checkpoint in the run folder; `all` runs wh
   text     Pre-trains the text encoder to tell each caption's attributes (linear heads on its
            end-of-text states, discarded afterwards), so the UNet meets words that mean
            something (see train_text for why).
-  unet     Text encoder + UNet jointly, epsilon prediction on SD's DDPM schedule, min-SNR
-           weighting, empty captions for classifier-free guidance, EMA of the weights.
+  unet     Text encoder + UNet, epsilon prediction on SD's DDPM schedule, min-SNR weighting,
+           empty captions for classifier-free guidance, EMA of the weights. Switches, each
+           from the step where it joined the run: high-noise weighting, the text encoder
+           frozen, latents scaled as guidance scales them, captions with a wrong word.
   export   Writes the diffusers folder (EMA weights, f16 safetensors) and a sample grid.
 
 Everything is seeded: the data of step k is drawn from a generator seeded with (seed, k), so a
