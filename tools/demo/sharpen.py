@@ -55,7 +55,7 @@ def adaptive_weight(rec_loss, adv_loss, last_layer):
 
 
 def train_sharpen(args):
-    from train import load_checkpoint, log, lr_at, overshoot, save_checkpoint, save_grid, to_pixels, to_uint8
+    from train import LossLog, load_checkpoint, log, lr_at, overshoot, save_stage, to_pixels
 
     run = Path(args.run)
     ckpt_path = run / "sharpen.pt"
@@ -82,7 +82,7 @@ def train_sharpen(args):
     log(run, f"sharpen: decoder + patch discriminator, adversarial weight {args.adv_weight}, from step {step}")
     vae.train()
     last = vae.decoder.conv_out.weight
-    sums, t0 = np.zeros(5), time.time()
+    meter = LossLog(run, "sharpen", args.log_every)
     while step < total:
         rng = np.random.default_rng([args.seed, 12, step])
         scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
@@ -107,24 +107,9 @@ def train_sharpen(args):
         d_loss.backward()
         opt_d.step()
         step += 1
-        sums += [rec.item(), adv.item(), weight.item(), d_loss.item(), (d_real.mean() - d_fake.mean()).item()]
-        if step % args.log_every == 0:
-            n = args.log_every
-            log(
-                run,
-                f"sharpen step {step}: rec {sums[0] / n:.4f} adv {sums[1] / n:.3f} weight {sums[2] / n:.3f} "
-                f"d_loss {sums[3] / n:.3f} d_gap {sums[4] / n:.3f} ({(time.time() - t0) / n:.2f} s/step)",
-            )
-            sums, t0 = np.zeros(5), time.time()
+        gap = d_real.mean() - d_fake.mean()
+        meter.add(step, rec=rec.item(), adv=adv.item(), weight=weight.item(), d_loss=d_loss.item(), d_gap=gap.item())
         if step % args.ckpt_every == 0 or step == total:
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "model": vae.state_dict(),
-                    "disc": disc.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "step": step,
-                },
-            )
-            save_grid(run / f"sharpen-{step:06d}.png", np.concatenate([to_uint8(x[:8]), to_uint8(y[:8].detach())]))
+            state = {"model": vae.state_dict(), "disc": disc.state_dict(), "step": step}
+            state.update(opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict())
+            save_stage(run, "sharpen", step, state, x, y)

@@ -57,6 +57,29 @@ def log(run, msg):
         f.write(line + "\n")
 
 
+class LossLog:
+    """Sums named losses over `every` steps, then logs their means and the time per step."""
+
+    def __init__(self, run, name, every):
+        self.run, self.name, self.every = run, name, every
+        self.sums, self.t0 = {}, time.time()
+
+    def add(self, step, **losses):
+        for k, v in losses.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        if step % self.every == 0:
+            n = self.every
+            parts = " ".join(f"{k} {v / n:.4g}" for k, v in self.sums.items())
+            log(self.run, f"{self.name} step {step}: {parts} ({(time.time() - self.t0) / n:.2f} s/step)")
+            self.sums, self.t0 = {}, time.time()
+
+
+def save_stage(run, name, step, state, x, y):
+    """Checkpoint of a VAE stage, and a grid of its inputs (top) and outputs (bottom)."""
+    save_checkpoint(Path(run) / f"{name}.pt", state)
+    save_grid(Path(run) / f"{name}-{step:06d}.png", np.concatenate([to_uint8(x[:8]), to_uint8(y[:8].detach())]))
+
+
 def to_pixels(images):
     """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1]."""
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
@@ -132,7 +155,7 @@ def train_vae(args, decoder_only=False):
         return
     log(run, f"{name}: {sum(p.numel() for p in trainable) / 1e6:.2f}M trained params, from step {step}")
     vae.train()
-    sums, t0 = np.zeros(3), time.time()
+    meter = LossLog(run, name, args.log_every)
     while step < total:
         rng = np.random.default_rng([args.seed, 4 if decoder_only else 1, step])
         scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
@@ -153,18 +176,9 @@ def train_vae(args, decoder_only=False):
         torch.nn.utils.clip_grad_norm_(trainable, 10.0)
         opt.step()
         step += 1
-        sums += [l1.item(), l2.item(), kl.item()]
-        if step % args.log_every == 0:
-            n = args.log_every
-            log(
-                run,
-                f"{name} step {step}: l1 {sums[0] / n:.4f} l2 {sums[1] / n:.5f} kl {sums[2] / n:.2f} "
-                f"({(time.time() - t0) / n:.2f} s/step)",
-            )
-            sums, t0 = np.zeros(3), time.time()
+        meter.add(step, l1=l1.item(), l2=l2.item(), kl=kl.item())
         if step % args.ckpt_every == 0 or step == total:
-            save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step})
-            save_grid(run / f"{name}-{step:06d}.png", np.concatenate([to_uint8(x[:8]), to_uint8(y[:8].detach())]))
+            save_stage(run, name, step, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, x, y)
 
 
 def final_vae_path(run):
@@ -213,7 +227,7 @@ def train_linear(args):
         opt.load_state_dict(state["opt"])
         step = state["step"]
     log(run, f"linear: from {origin}, step {step}")
-    sums, t0 = np.zeros(4), time.time()
+    meter = LossLog(run, "linear", args.log_every)
     while step < total:
         rng = np.random.default_rng([args.seed, 5, step])
         scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
@@ -237,18 +251,9 @@ def train_linear(args):
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 10.0)
         opt.step()
         step += 1
-        sums += [l1.item(), l2.item(), lin.item(), var.item()]
-        if step % args.log_every == 0:
-            n = args.log_every
-            log(
-                run,
-                f"linear step {step}: l1 {sums[0] / n:.4f} l2 {sums[1] / n:.5f} lin {sums[2] / n:.5f} "
-                f"var {sums[3] / n:.5f} ({(time.time() - t0) / n:.2f} s/step)",
-            )
-            sums, t0 = np.zeros(4), time.time()
+        meter.add(step, l1=l1.item(), l2=l2.item(), lin=lin.item(), var=var.item())
         if step % args.ckpt_every == 0 or step == total:
-            save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step})
-            save_grid(run / f"linear-{step:06d}.png", np.concatenate([to_uint8(x[:8]), to_uint8(y[:8].detach())]))
+            save_stage(run, "linear", step, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, x, y)
 
 
 # ---- stage 2: latents of a fixed training set ----
@@ -321,7 +326,7 @@ def train_text(args):
     log(run, f"text: from step {step}")
     eos = models.TEXT_CONFIG["eos_token_id"]
     text_encoder.train()
-    sums, t0 = np.zeros(len(classes) + 1), time.time()
+    meter = LossLog(run, "text", args.log_every)
     while step < args.text_steps:
         rng = np.random.default_rng([args.seed, 6, step])
         texts, labels = [], {a: [] for a in classes}
@@ -358,12 +363,7 @@ def train_text(args):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        sums += [loss.item()] + [l.item() for l in losses]
-        if step % args.log_every == 0:
-            n = args.log_every
-            parts = " ".join(f"{a} {v / n:.3f}" for a, v in zip(classes, sums[1:]))
-            log(run, f"text step {step}: loss {sums[0] / n:.3f} ({parts}) ({(time.time() - t0) / n:.2f} s/step)")
-            sums, t0 = np.zeros(len(classes) + 1), time.time()
+        meter.add(step, loss=loss.item(), **{a: l.item() for a, l in zip(classes, losses)})
         if step % args.ckpt_every == 0 or step == args.text_steps:
             save_checkpoint(
                 ckpt_path,
@@ -483,7 +483,7 @@ def train_unet(args):
     snr = alphas_cumprod / (1 - alphas_cumprod)
     text_encoder.train()
     unet.train()
-    total, t0 = 0.0, time.time()
+    meter = LossLog(run, "unet", args.log_every)
     frozen = False
     while step < args.unet_steps:
         if step >= args.freeze_text_from and not frozen:
@@ -548,10 +548,7 @@ def train_unet(args):
         opt.step()
         ema.update(step)
         step += 1
-        total += loss.item()
-        if step % args.log_every == 0:
-            log(run, f"unet step {step}: loss {total / args.log_every:.4f} ({(time.time() - t0) / args.log_every:.2f} s/step)")
-            total, t0 = 0.0, time.time()
+        meter.add(step, loss=loss.item())
         if step % args.ckpt_every == 0 or step == args.unet_steps:
             save_checkpoint(
                 ckpt_path,
