@@ -337,7 +337,7 @@ def main():
     g.add_argument("--n", type=int, default=240)
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--steps", type=int, default=25)
-    g.add_argument("--ci", type=int, default=36)
+    g.add_argument("--ci", type=int, default=240, help="captions in the spec (the first of the held-out set)")
     # The demo model's operating point (README, "The demo model"): its colours and layout hold
     # up to cfg ~3 and break up at 7.5, so CI judges it where a user of it would run it.
     g.add_argument("--cfg", type=float, default=2.0, help="guidance scale the CI captions run at")
