@@ -16,7 +16,6 @@ Run from the repository root:
 Deterministic (seeded, one torch thread). The fixtures total a few MB.
 """
 
-import json
 import math
 import os
 import sys

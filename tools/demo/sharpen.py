@@ -12,15 +12,12 @@ crisp shape.
 The encoder does not change, so the UNet trained on stage `latents` stays valid.
 """
 
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import data
 import models
 
 
@@ -55,7 +52,7 @@ def adaptive_weight(rec_loss, adv_loss, last_layer):
 
 
 def train_sharpen(args):
-    from train import LossLog, load_checkpoint, log, lr_at, overshoot, save_stage, to_pixels
+    from train import LossLog, load_checkpoint, log, lr_at, overshoot, resume, save_stage, vae_batch
 
     run = Path(args.run)
     ckpt_path = run / "sharpen.pt"
@@ -69,14 +66,7 @@ def train_sharpen(args):
     trainable = [p for p in vae.parameters() if p.requires_grad]
     opt_g = torch.optim.Adam(trainable, lr=lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.9))
-    step = 0
-    state = load_checkpoint(ckpt_path)
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        disc.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        step = state["step"]
+    step = resume(load_checkpoint(ckpt_path), model=vae, disc=disc, opt_g=opt_g, opt_d=opt_d)
     if step >= total:
         return
     log(run, f"sharpen: decoder + patch discriminator, adversarial weight {args.adv_weight}, from step {step}")
@@ -84,10 +74,7 @@ def train_sharpen(args):
     last = vae.decoder.conv_out.weight
     meter = LossLog(run, "sharpen", args.log_every)
     while step < total:
-        rng = np.random.default_rng([args.seed, 12, step])
-        scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
-        x = to_pixels([data.render(s, models.IMAGE_SIDE) for s in scenes])  # [B, 3, H, W]
-        torch.manual_seed(args.seed * 1_000_003 + step)
+        x = vae_batch(args, 12, step)  # [B, 3, H, W]
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()  # [B, 4, h, w]
         y = vae.decode(overshoot(z)).sample  # [B, 3, H, W]

@@ -113,6 +113,16 @@ def load_checkpoint(path):
     return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
 
 
+def resume(state, **parts):
+    """Loads each part (a module, optimizer or Ema, named by its checkpoint key) from a
+    checkpoint's state; returns the step to continue from (0 without a checkpoint)."""
+    if state is None:
+        return 0
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    return state["step"]
+
+
 def save_checkpoint(path, state):
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -145,22 +155,14 @@ def train_vae(args, decoder_only=False):
         vae.quant_conv.requires_grad_(False)
     trainable = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=peak, weight_decay=0.0)
-    state = load_checkpoint(ckpt_path)
-    step = 0
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
+    step = resume(load_checkpoint(ckpt_path), model=vae, opt=opt)
     if step >= total:
         return
     log(run, f"{name}: {sum(p.numel() for p in trainable) / 1e6:.2f}M trained params, from step {step}")
     vae.train()
     meter = LossLog(run, name, args.log_every)
     while step < total:
-        rng = np.random.default_rng([args.seed, 4 if decoder_only else 1, step])
-        scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
-        x = to_pixels([data.render(s, models.IMAGE_SIDE) for s in scenes])  # [B, 3, H, W]
-        torch.manual_seed(args.seed * 1_000_003 + step)
+        x = vae_batch(args, 4 if decoder_only else 1, step)  # [B, 3, H, W]
         with torch.set_grad_enabled(not decoder_only):
             posterior = vae.encode(x).latent_dist
         z = posterior.sample()  # [B, 4, h, w]
@@ -179,6 +181,15 @@ def train_vae(args, decoder_only=False):
         meter.add(step, l1=l1.item(), l2=l2.item(), kl=kl.item())
         if step % args.ckpt_every == 0 or step == total:
             save_stage(run, name, step, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, x, y)
+
+
+def vae_batch(args, stream, step):
+    """The images of step `step` of a VAE stage, [B, 3, H, W] in [-1, 1]: random training
+    scenes from the generator seeded (seed, stream, step). Seeds torch for the step too."""
+    rng = np.random.default_rng([args.seed, stream, step])
+    scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
+    torch.manual_seed(args.seed * 1_000_003 + step)
+    return to_pixels([data.render(s, models.IMAGE_SIDE) for s in scenes])
 
 
 def final_vae_path(run):
@@ -221,18 +232,11 @@ def train_linear(args):
     vae, origin = load_vae(args, run / "vae.pt")
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=peak, weight_decay=0.0)
-    step = 0
-    if state is not None:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
+    step = resume(state, model=vae, opt=opt)
     log(run, f"linear: from {origin}, step {step}")
     meter = LossLog(run, "linear", args.log_every)
     while step < total:
-        rng = np.random.default_rng([args.seed, 5, step])
-        scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
-        x = to_pixels([data.render(s, models.IMAGE_SIDE) for s in scenes])  # [B, 3, H, W]
-        torch.manual_seed(args.seed * 1_000_003 + step)
+        x = vae_batch(args, 5, step)  # [B, 3, H, W]
         posterior = vae.encode(x).latent_dist
         mean = posterior.mean  # [B, 4, h, w]
         colour = F.avg_pool2d(x, 8)  # [B, 3, h, w]: block means of R, G, B in [-1, 1]
@@ -314,13 +318,7 @@ def train_text(args):
     heads = torch.nn.ModuleDict({a: torch.nn.Linear(models.TEXT_WIDTH, len(c)) for a, c in classes.items()})
     params = list(text_encoder.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=args.text_lr, weight_decay=0.0)
-    step = 0
-    state = load_checkpoint(ckpt_path)
-    if state is not None:
-        text_encoder.load_state_dict(state["text_encoder"])
-        heads.load_state_dict(state["heads"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
+    step = resume(load_checkpoint(ckpt_path), text_encoder=text_encoder, heads=heads, opt=opt)
     if step >= args.text_steps:
         return
     log(run, f"text: from step {step}")
@@ -404,6 +402,12 @@ class Ema:
         d = min(self.decay, (1 + step) / (10 + step))
         torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
 
+    def state_dict(self):
+        return self.shadow
+
+    def load_state_dict(self, shadow):
+        self.shadow = shadow
+
     @torch.no_grad()
     def reset(self, module):
         """Sets the averages of `module`'s parameters to their current values."""
@@ -465,14 +469,7 @@ def train_unet(args):
         weight_decay=0.0,
     )
     ema = Ema(modules, args.ema_decay)
-    step = 0
-    state = load_checkpoint(ckpt_path)
-    if state is not None:
-        text_encoder.load_state_dict(state["text_encoder"])
-        unet.load_state_dict(state["unet"])
-        opt.load_state_dict(state["opt"])
-        ema.shadow = state["ema"]
-        step = state["step"]
+    step = resume(load_checkpoint(ckpt_path), text_encoder=text_encoder, unet=unet, opt=opt, ema=ema)
     if step >= args.unet_steps:
         return
     n_text = sum(p.numel() for p in text_encoder.parameters())
@@ -556,7 +553,7 @@ def train_unet(args):
                     "text_encoder": text_encoder.state_dict(),
                     "unet": unet.state_dict(),
                     "opt": opt.state_dict(),
-                    "ema": ema.shadow,
+                    "ema": ema.state_dict(),
                     "step": step,
                 },
             )

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 import data  # noqa: E402
 import evaluate  # noqa: E402
-from train import load_pipeline, save_grid, to_pixels, to_uint8  # noqa: E402
+from train import load_pipeline, save_grid, to_pixels  # noqa: E402
 
 TOKEN = "<teal>"
 TEAL = (0, 128, 128)  # 180 or more from every palette colour in RGB
