@@ -21,11 +21,10 @@
 //! when no adapter is found.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use sd_wgpu::demo::{measure, Accuracy, Attributes, Caption, Measured, Spec, ATTRIBUTES};
-use sd_wgpu::gpu::{AdapterPreference, GpuContext};
 use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request, RgbImage};
 use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::Device;
@@ -49,20 +48,9 @@ fn spec() -> &'static Spec {
     SPEC.get_or_init(|| Spec::load(Spec::default_path()).unwrap())
 }
 
-fn gpu() -> Device {
-    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    let ctx = CTX.get_or_init(|| match GpuContext::new(AdapterPreference::HardwareFirst) {
-        Ok(c) => {
-            eprintln!("demo tests on {}", c.describe());
-            c
-        }
-        Err(e) => panic!(
-            "GPU tests need a wgpu adapter and none was found: {e}\n\
-             Install a software Vulkan driver (Debian: apt-get install mesa-vulkan-drivers)."
-        ),
-    });
-    Device::Gpu(ctx.clone())
-}
+#[path = "support/gpu.rs"]
+mod support_gpu;
+use support_gpu::gpu;
 
 fn load(device: Device) -> Pipeline {
     let path = repo(MODEL);

@@ -20,10 +20,9 @@
 //! GPU tests fail (never skip) when no adapter is found.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use sd_wgpu::checkpoint::SafetensorsFile;
-use sd_wgpu::gpu::{AdapterPreference, GpuContext};
 use sd_wgpu::models::config::{read_config, ClipConfig, UNetConfig, VaeConfig};
 use sd_wgpu::models::{ClipTextModel, Tiling, UNet, Vae};
 use sd_wgpu::weights::TensorSource;
@@ -32,20 +31,9 @@ use sd_wgpu::{DType, Device, Tensor};
 const F32_TOL: f64 = 1e-4;
 const F16_TOL: f64 = 2e-2;
 
-fn gpu() -> Device {
-    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    let ctx = CTX.get_or_init(|| match GpuContext::new(AdapterPreference::HardwareFirst) {
-        Ok(c) => {
-            eprintln!("model tests on {}", c.describe());
-            c
-        }
-        Err(e) => panic!(
-            "GPU tests need a wgpu adapter and none was found: {e}\n\
-             Install a software Vulkan driver (Debian: apt-get install mesa-vulkan-drivers)."
-        ),
-    });
-    Device::Gpu(ctx.clone())
-}
+#[path = "support/gpu.rs"]
+mod support_gpu;
+use support_gpu::gpu;
 
 #[derive(Clone, Copy)]
 enum Backend {

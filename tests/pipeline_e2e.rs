@@ -31,10 +31,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 
 use sd_wgpu::checkpoint::SafetensorsFile;
-use sd_wgpu::gpu::{AdapterPreference, GpuContext};
 use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request, RgbImage};
 use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::text::{chunk_prompt, Triggers};
@@ -51,20 +49,9 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline")
 }
 
-fn gpu() -> Device {
-    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    let ctx = CTX.get_or_init(|| match GpuContext::new(AdapterPreference::HardwareFirst) {
-        Ok(c) => {
-            eprintln!("pipeline tests on {}", c.describe());
-            c
-        }
-        Err(e) => panic!(
-            "GPU tests need a wgpu adapter and none was found: {e}\n\
-             Install a software Vulkan driver (Debian: apt-get install mesa-vulkan-drivers)."
-        ),
-    });
-    Device::Gpu(ctx.clone())
-}
+#[path = "support/gpu.rs"]
+mod support_gpu;
+use support_gpu::gpu;
 
 struct Cases {
     json: Value,

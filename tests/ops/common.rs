@@ -6,21 +6,9 @@ use std::sync::{Arc, OnceLock};
 use sd_wgpu::gpu::{AdapterPreference, GpuContext, GpuOptions};
 use sd_wgpu::{DType, Device, Tensor};
 
-/// The one GPU context of this test binary. Fails (never skips) without an adapter.
-pub fn gpu() -> Device {
-    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    let ctx = CTX.get_or_init(|| match GpuContext::new(AdapterPreference::HardwareFirst) {
-        Ok(c) => {
-            eprintln!("op suite on {}", c.describe());
-            c
-        }
-        Err(e) => panic!(
-            "GPU tests need a wgpu adapter and none was found: {e}\n\
-             Install a software Vulkan driver (Debian: apt-get install mesa-vulkan-drivers)."
-        ),
-    });
-    Device::Gpu(ctx.clone())
-}
+#[path = "../support/gpu.rs"]
+mod support_gpu;
+pub use support_gpu::gpu;
 
 /// A second context on the same adapter with subgroups off, so every
 /// reduction also runs its workgroup-memory path. Fails without an adapter.
