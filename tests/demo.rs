@@ -4,18 +4,23 @@
 //! evaluator (src/demo/evaluate.rs, the port of tools/demo/evaluate.py).
 //!
 //! - The 240 held-out captions of tools/demo/eval_spec.json, each with its
-//!   seed, PNDM from the model's scheduler config, the spec's steps and
-//!   guidance, on the CPU backend: every attribute reaches the spec's target.
+//!   seed, DDIM from the model's scheduler config, the spec's steps and
+//!   guidance (7.5, SD's default), on the CPU backend: every attribute reaches
+//!   the spec's target, and at cfg 2 too.
 //! - The first [`GPU_CAPTIONS`] of them on the GPU backend (f16 UNet and text
 //!   encoder there, as users get by default): every attribute reaches the
 //!   spec's target, and each caption's image shows what the CPU's shows (see
 //!   [`GPU_AGREEMENT`]). On llvmpipe one caption takes ~9-12 s against ~1.2 s
 //!   on the CPU, so the GPU cannot run all 240 in CI.
-//! - img2img (tools/demo/img2img_check.py): a red square, prompted as a blue
-//!   square in the same place, turns blue at strength 0.8 and stays red at 0.2.
+//! - img2img (tools/demo/img2img_check.py, cfg 2): a red square, prompted as a
+//!   blue square in the same place, turns blue at strength 0.8 and stays red at
+//!   0.2.
 //!
-//! Not here yet (issue 6 is open on them): the guidance test (cfg 7.5 against
-//! cfg 1; this model breaks up at 7.5) and the textual-inversion concept.
+//! - Guidance: at cfg 7.5 (SD's default) clearly more of the 240 captions come
+//!   out with all five attributes right than at cfg 1 (no guidance).
+//!
+//! Not here yet (issue 6 is open on it): the textual-inversion concept
+//! (tools/demo/train_ti.py's `<teal>` is teal in about a third of its images).
 //!
 //! The accuracy tables are printed (`--nocapture`). GPU tests fail (never skip)
 //! when no adapter is found.
@@ -38,6 +43,20 @@ const GPU_CAPTIONS: usize = 36;
 /// shape whose fill ratio or apex share sits at a class boundary can read
 /// differently. At 90% that is 3 of 36 captions.
 const GPU_AGREEMENT: f64 = 0.9;
+/// The guided scale of the spec (tools/demo/eval_spec.json) and of the
+/// guidance test: SD's and the CLI's default.
+const GUIDED_CFG: f32 = 7.5;
+/// A lower guidance at which the CPU must reach the targets too (and at which
+/// the img2img test runs, see there).
+const LOW_CFG: f32 = 2.0;
+/// The least gain, at [`GUIDED_CFG`] over cfg 1, in the share of the spec's
+/// captions with all five attributes right. The gain must also be
+/// significant: the captions right only with guidance must outnumber those
+/// right only without it by [`GUIDANCE_Z`] standard errors (McNemar's test on
+/// the paired images: same captions, same seeds).
+const GUIDANCE_MIN_GAIN: f64 = 0.05;
+/// One-sided p < 0.005.
+const GUIDANCE_Z: f64 = 2.58;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -62,8 +81,8 @@ fn load(device: Device) -> Pipeline {
         .unwrap_or_else(|e| panic!("loading the demo model {}: {e}", path.display()));
     assert_eq!(
         pipe.default_sampler(),
-        SamplerKind::Pndm,
-        "the demo model's scheduler config is PNDM"
+        SamplerKind::Ddim,
+        "the demo model's scheduler config is DDIM"
     );
     pipe
 }
@@ -112,7 +131,8 @@ fn run_captions(pipe: &Pipeline, captions: &[Caption], cfg: f32) -> Vec<(Attribu
         .collect()
 }
 
-/// The CPU's results on every spec caption, shared by the CPU and GPU tests.
+/// The CPU's results on every spec caption at the spec's guidance, shared by
+/// the CPU, GPU and guidance tests.
 fn cpu_results() -> &'static [(Attributes, Measured)] {
     static RUN: OnceLock<Vec<(Attributes, Measured)>> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -152,16 +172,24 @@ fn assert_targets(label: &str, acc: &Accuracy) {
     assert!(misses.is_empty(), "{label}: below target: {}", misses.join(", "));
 }
 
+/// Every attribute reaches its target over the 240 captions on the CPU, at the
+/// spec's guidance (SD's default 7.5) and at [`LOW_CFG`].
 #[test]
 fn captions_reach_the_targets_cpu() {
     assert_targets("cpu", &Accuracy::of(cpu_results()));
+    let t = Instant::now();
+    let results = run_captions(cpu(), &spec().captions, LOW_CFG);
+    let label = format!("cpu, cfg {LOW_CFG}");
+    let acc = report(&label, &spec().captions, &results, t.elapsed().as_secs_f64());
+    assert_targets(&label, &acc);
 }
 
 /// The GPU's images of the first [`GPU_CAPTIONS`] captions reach the targets
 /// and show what the CPU's show: all five attributes equal in at least
-/// [`GPU_AGREEMENT`] of them. The shape's margin is thin on so few captions
-/// (72.2% against 70% on llvmpipe; 77.9% over all 240 on the CPU), so a
-/// failure of the shape target alone on another adapter says more about the
+/// [`GPU_AGREEMENT`] of them. Margins are thin on so few captions (the CPU
+/// reads shape 75.0% on these 36 against 80.4% over all 240; at cfg 2 their
+/// background reads 88.9%, under its 90% target, against 95.8% over all 240),
+/// so a failure of a target alone on another adapter says more about the
 /// subset than about the backend: read the agreement line first.
 #[test]
 fn gpu_reaches_the_targets_and_shows_what_the_cpu_shows() {
@@ -214,6 +242,51 @@ fn gpu_reaches_the_targets_and_shows_what_the_cpu_shows() {
     );
 }
 
+/// Guidance makes the model follow the caption: at [`GUIDED_CFG`] clearly
+/// more captions come out right (all five attributes) than at cfg 1, on the
+/// same seeds (bar: [`GUIDANCE_MIN_GAIN`] and [`GUIDANCE_Z`]).
+#[test]
+fn guidance_makes_captions_followed() {
+    let captions = &spec().captions;
+    assert_eq!(
+        spec().generation.guidance_scale,
+        GUIDED_CFG,
+        "the spec's guidance (tools/demo/eval_spec.json)"
+    );
+    let guided = cpu_results();
+    let t = Instant::now();
+    let unguided = &run_captions(cpu(), captions, 1.0);
+    report("cpu, cfg 1", captions, unguided, t.elapsed().as_secs_f64());
+    let right = |(truth, m): &(Attributes, Measured)| m.matches(truth);
+    let only_guided = guided
+        .iter()
+        .zip(unguided)
+        .filter(|(g, u)| right(g) && !right(u))
+        .count();
+    let only_unguided = guided
+        .iter()
+        .zip(unguided)
+        .filter(|(g, u)| !right(g) && right(u))
+        .count();
+    let n = captions.len() as f64;
+    let gain = (only_guided as f64 - only_unguided as f64) / n;
+    let z =
+        (only_guided as f64 - only_unguided as f64) / ((only_guided + only_unguided) as f64).sqrt().max(1.0);
+    println!(
+        "all five right: cfg {GUIDED_CFG} {:.1}%, cfg 1 {:.1}% ({} captions right only with guidance, {} only without; z = {z:.2})",
+        100.0 * Accuracy::of(guided).get("all"),
+        100.0 * Accuracy::of(unguided).get("all"),
+        only_guided,
+        only_unguided
+    );
+    assert!(
+        gain >= GUIDANCE_MIN_GAIN && z >= GUIDANCE_Z,
+        "guidance gains {:.1} points (z = {z:.2}); expected at least {:.0} points and z >= {GUIDANCE_Z}",
+        100.0 * gain,
+        100.0 * GUIDANCE_MIN_GAIN
+    );
+}
+
 /// A large red square at a grid position on `background` (64 px), drawn as
 /// data.py draws scenes: pixel centres at i + 0.5, |dx|, |dy| <= extent / 2,
 /// grid centres pulled inwards so the square stays inside.
@@ -248,6 +321,9 @@ fn red_square(position: &str, background: &str) -> RgbImage {
 /// asks for a blue square in the same place. At strength 0.8 the shape must
 /// turn blue and stay in place, at 0.2 it must stay red, each in at least the
 /// spec's colour / position target share of the images (3 placements x 4 seeds).
+/// At [`LOW_CFG`], as since the test landed: at 7.5 the prompt's "blue" tints
+/// the square even at strength 0.2 (`img2img_check.py --cfg 7.5`: red in 6 of
+/// 12, the rest purple or magenta), a weakness the README lists.
 #[test]
 fn img2img_repaints_the_square_in_place() {
     const CASES: [(&str, &str, &str); 3] = [
@@ -274,7 +350,7 @@ fn img2img_repaints_the_square_in_place() {
             let prompt = format!("a large blue square {words} on a {background} background");
             let req = Request {
                 strength,
-                ..request(&prompt, 0, spec.generation.guidance_scale, SEEDS)
+                ..request(&prompt, 0, LOW_CFG, SEEDS)
             };
             let out = cpu().img2img(&req, &init, &mut NoProgress).unwrap();
             let images: Vec<RgbImage> = out.images.into_iter().map(|g| g.image).collect();

@@ -12,7 +12,7 @@ that the model composes attributes it learned separately.
 Everything is driven by a `numpy.random.Generator`, so a seed fixes the data.
 """
 
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -29,6 +29,41 @@ COLOURS = {
     "magenta": (255, 0, 255),
     "white": (255, 255, 255),
     "black": (0, 0, 0),
+}
+# More colour words, for free colours (`sample_free_scene`) from the step where train.py names
+# them (`--colour-names-from`): CSS values where CSS has the name. Left out: names within 50 of
+# a palette colour (gold, beige, lavender, ivory, scarlet, cream: they would blur the palette
+# words the evaluator tests) and names in the unseen colour's cell (charcoal, slate).
+EXTRA_COLOURS = {
+    "pink": (255, 192, 203),
+    "brown": (165, 42, 42),
+    "grey": (128, 128, 128),
+    "olive": (128, 128, 0),
+    "navy": (0, 0, 128),
+    "maroon": (128, 0, 0),
+    "silver": (192, 192, 192),
+    "violet": (238, 130, 238),
+    "indigo": (75, 0, 130),
+    "tan": (210, 180, 140),
+    "salmon": (250, 128, 114),
+    "coral": (255, 127, 80),
+    "khaki": (240, 230, 140),
+    "crimson": (220, 20, 60),
+    "plum": (221, 160, 221),
+    "orchid": (218, 112, 214),
+    "peach": (255, 218, 185),
+    "mint": (152, 255, 152),
+    "turquoise": (64, 224, 208),
+    "chocolate": (210, 105, 30),
+    "tomato": (255, 99, 71),
+    "sienna": (160, 82, 45),
+    "rose": (255, 0, 127),
+    "amber": (255, 191, 0),
+    "mustard": (255, 219, 88),
+    "lilac": (200, 162, 200),
+    "burgundy": (128, 0, 32),
+    "rust": (183, 65, 14),
+    "azure": (0, 127, 255),
 }
 SHAPES = ("circle", "square", "triangle")
 SIZES = ("small", "large")
@@ -76,6 +111,11 @@ def _held_out_triples(n=30, seed=1234):
 
 
 HELD_OUT = _held_out_triples()
+
+# A colour kept out of every training image the UNet sees, for the textual-inversion concept
+# (train_ti.py): teal, 180 or more from every palette colour. `free_colour` never draws a colour
+# the evaluator would name teal (one nearer to it than to every palette colour).
+UNSEEN_RGB = (0, 128, 128)
 TRAIN_TRIPLES = tuple(
     (c, s, b) for c in COLOURS for s in SHAPES for b in COLOURS if b != c and (c, s, b) not in HELD_OUT
 )
@@ -105,6 +145,51 @@ def sample_scene(rng, triples=TRAIN_TRIPLES):
     size = SIZES[rng.integers(2)]
     position = list(POSITIONS)[rng.integers(len(POSITIONS))]
     return place(rng, colour, shape, background, size, position)
+
+
+def free_colour(rng, avoid, margin=100, unseen=False):
+    """A random RGB colour, as "#rrggbb", not one of the palette's: any colour of the cube
+    except those within `margin` of the colour `avoid` (so the shape stays visible on its
+    background) and, unless `unseen`, the unseen colour's cell."""
+    named = np.array([*COLOURS.values(), UNSEEN_RGB], float)  # [11, 3], the unseen colour last
+    while True:
+        c = rng.integers(0, 256, 3)
+        d = np.linalg.norm(named - c, axis=1)
+        if (unseen or d.argmin() != len(named) - 1) and np.linalg.norm(c - np.array(rgb(avoid))) >= margin:
+            return "#" + "".join(f"{v:02x}" for v in c)
+
+
+def sample_free_scene(rng, unseen=False):
+    """A training scene whose shape colour or (half the time) background is a `free_colour`,
+    which `caption` leaves unnamed or names by `colour_word`. Why: a model that only ever drew the 10 palette colours
+    could not draw any other, so textual inversion had nothing to find (a `<teal>` token learned
+    against such a model gave speckles of green, cyan and black). Real SD draws colours it has
+    no word for; with these scenes, so does the demo model. `unseen` lets the unseen colour in
+    too (for the VAE, which like SD's must encode any image)."""
+    scene = sample_scene(rng)
+    if rng.random() < 0.5:
+        return replace(scene, colour=free_colour(rng, scene.background, unseen=unseen))
+    return replace(scene, background=free_colour(rng, scene.colour, unseen=unseen))
+
+
+def is_named(colour):
+    return not colour.startswith("#")
+
+
+def colour_word(colour):
+    """The word for a colour: its palette name, or for a free colour the nearest of the palette
+    and `EXTRA_COLOURS`."""
+    if is_named(colour):
+        return colour
+    words = {**COLOURS, **EXTRA_COLOURS}
+    return min(words, key=lambda w: sum((a - b) ** 2 for a, b in zip(words[w], rgb(colour))))
+
+
+def rgb(colour):
+    """(r, g, b) of a palette name or a "#rrggbb" free colour."""
+    if is_named(colour):
+        return COLOURS[colour]
+    return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
 
 
 def place(rng, colour, shape, background, size, position):
@@ -140,11 +225,13 @@ def shape_mask(scene, side):
     return (down >= 0) & (down <= scene.extent) & (np.abs(dx) <= down / 2)
 
 
-def render(scene, side=64, palette=COLOURS):
-    """uint8 [side, side, 3] RGB image of the scene."""
+def render(scene, side=64, palette=None):
+    """uint8 [side, side, 3] RGB image of the scene (colours named in `palette`, else palette
+    names or free "#rrggbb" colours)."""
     img = np.empty((side, side, 3), np.uint8)
-    img[:] = palette[scene.background]
-    img[shape_mask(scene, side)] = palette[scene.colour]
+    look = (lambda c: palette[c]) if palette else rgb
+    img[:] = look(scene.background)
+    img[shape_mask(scene, side)] = look(scene.colour)
     return img
 
 
@@ -178,19 +265,23 @@ TEMPLATES = (
     "an image of {np} {pos} on {a_bg} background",
     "{np} {pos} with {a_bg} background",
 )
+# For a background with no name (a free colour).
+BARE_TEMPLATES = ("{np} {pos}", "an image of {np} {pos}", "{np} {pos}, plain background")
 
 
 def _article(word):
     return "an" if word[0] in "aeiou" else "a"
 
 
-def caption(rng, scene, p_drop_size=0.2, p_drop_position=0.2):
-    """A random wording of the scene; size and position are left out with the given odds."""
+def caption(rng, scene, p_drop_size=0.2, p_drop_position=0.2, name_free=False):
+    """A random wording of the scene; size and position are left out with the given odds. A
+    free colour is left unnamed, or with `name_free` named by `colour_word`."""
+    named = (lambda c: True) if name_free else is_named
     words = []
     if rng.random() >= p_drop_size:
         options = SIZE_WORDS[scene.size]
         words.append(options[rng.integers(len(options))])
-    words += [scene.colour, scene.shape]
+    words += [colour_word(scene.colour), scene.shape] if named(scene.colour) else [scene.shape]
     form = rng.integers(3)  # "a red circle" / "red circle" / "one red circle"
     np_ = " ".join(words)
     if form == 0:
@@ -201,8 +292,10 @@ def caption(rng, scene, p_drop_size=0.2, p_drop_position=0.2):
     if rng.random() >= p_drop_position:
         options = POSITION_WORDS[scene.position]
         pos = options[rng.integers(len(options))]
-    template = TEMPLATES[rng.integers(len(TEMPLATES))]
-    text = template.format(np=np_, pos=pos, bg=scene.background, a_bg=f"{_article(scene.background)} {scene.background}")
+    templates = TEMPLATES if named(scene.background) else BARE_TEMPLATES
+    template = templates[rng.integers(len(templates))]
+    bg = colour_word(scene.background)
+    text = template.format(np=np_, pos=pos, bg=bg, a_bg=f"{_article(bg)} {bg}")
     return " ".join(text.replace(" ,", ",").split())
 
 

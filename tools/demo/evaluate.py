@@ -261,16 +261,16 @@ def generate(args):
     out.mkdir(parents=True, exist_ok=True)
     for cfg, images in grids.items():
         save_grid(out / f"heldout-cfg{cfg}.png", images[:64], cols=8)
-    write_results(args, rows, items)
+    write_results(args, rows, items, type(pipe.scheduler).__name__)
 
 
-def write_results(args, rows, items):
+def write_results(args, rows, items, scheduler):
     attrs = list(data.ATTRIBUTES) + ["all"]
     lines = [
         "# Demo model: evaluator accuracy on held-out captions",
         "",
         f"`python tools/demo/evaluate.py generate --model {args.model} --n {args.n} --steps {args.steps}` "
-        f"(diffusers StableDiffusionPipeline, PNDM {args.steps} steps, f32 on CPU, seed of caption i = "
+        f"(diffusers StableDiffusionPipeline, {scheduler} {args.steps} steps, f32 on CPU, seed of caption i = "
         f"{args.seed} * 100000 + i). {len(items)} captions from {len(data.HELD_OUT)} (colour, shape, background) "
         "triples never shown in training. Targets: colours >= 90%, position >= 80%, shape >= 70%.",
         "",
@@ -292,7 +292,7 @@ def write_spec(args):
         "captions for the CI subset. Fractions are of the image side.",
         image_side=64,
         held_out_triples=[list(t) for t in data.HELD_OUT],
-        generation={"steps": args.steps, "guidance_scale": args.cfg, "scheduler": "PNDM (scheduler_config.json)"},
+        generation={"steps": args.steps, "guidance_scale": args.cfg, "scheduler": "DDIM (scheduler_config.json)"},
         targets=TARGETS,
         captions=[{"caption": c, "seed": s, **t} for c, t, s in items[: args.ci]],
     )
@@ -340,7 +340,7 @@ def main():
     g.add_argument("--ci", type=int, default=240, help="captions in the spec (the first of the held-out set)")
     # The demo model's operating point (README, "The demo model"): its colours and layout hold
     # up to cfg ~3 and break up at 7.5, so CI judges it where a user of it would run it.
-    g.add_argument("--cfg", type=float, default=2.0, help="guidance scale the CI captions run at")
+    g.add_argument("--cfg", type=float, default=7.5, help="guidance scale the CI captions run at")
     g.add_argument("--spec", default=str(HERE / "eval_spec.json"))
     g = sub.add_parser("image")
     g.add_argument("files", nargs="+")

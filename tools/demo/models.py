@@ -5,7 +5,12 @@ SD 1.5's diffusers folder reads this one the same way.
 - VAE: AutoencoderKL, 4 levels (latent factor 8 like SD), 4 latent channels.
 - Text encoder: CLIPTextModel with the real 49408-token vocabulary, 77 positions, quick_gelu.
 - UNet: UNet2DConditionModel with SD 1.x block types, cross_attention_dim = text width.
-- Scheduler: SD 1.5's PNDM config, verbatim (no `timestep_spacing` key).
+- Scheduler: SD 1.5's scheduler config key for key (no `timestep_spacing` key), with the class
+  DDIMScheduler in place of PNDMScheduler, as SD 2 ships it and as the original CompVis SD 1.x
+  scripts sampled by default. Why: PNDM's 4th-order multistep extrapolation breaks this model's
+  images up at cfg 7.5 (held-out captions with all five attributes right: 46% at cfg 7.5 against
+  60% at cfg 1), DDIM does not (71% against 60%; `evaluate.py generate --n 240` at UNet step
+  13000, 25 steps). The noise schedule, the part that must match training, is SD's.
 """
 
 IMAGE_SIDE = 64  # pixels; the latent is IMAGE_SIDE / 8 = 8 per side
@@ -54,9 +59,9 @@ UNET_CONFIG = dict(
     norm_num_groups=8,  # 8+ channels per group (SD 1.5 has 10), so flat latents keep their values
 )
 
-# SD 1.5's scheduler/scheduler_config.json, key for key.
+# SD 1.5's scheduler/scheduler_config.json, key for key, but DDIM (see the module docstring).
 SCHEDULER_CONFIG = {
-    "_class_name": "PNDMScheduler",
+    "_class_name": "DDIMScheduler",
     "_diffusers_version": "0.6.0",
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",

@@ -17,13 +17,17 @@ Stages (each resumable from its last checkpoint in the run folder; `all` runs wh
            so this may run at the same time as `unet`, in a second process).
   sharpen  Fine-tunes that decoder against a patch discriminator, as SD's VAE was trained, so
            small shapes decode crisp instead of as blurred blobs (sharpen.py says why).
+  colours  Goes on with `sharpen` with 30% of the images in free colours (any RGB colour), so
+           the decoder draws colours outside the palette (sharpen.py says why).
   text     Pre-trains the text encoder to tell each caption's attributes (linear heads on its
            end-of-text states, discarded afterwards), so the UNet meets words that mean
            something (see train_text for why).
   unet     Text encoder + UNet, epsilon prediction on SD's DDPM schedule, min-SNR weighting,
            empty captions for classifier-free guidance, EMA of the weights. Switches, each
            from the step where it joined the run: high-noise weighting, the text encoder
-           frozen, latents scaled as guidance scales them, captions with a wrong word.
+           frozen, latents scaled as guidance scales them, captions with a wrong word,
+           scenes in free colours (never teal, kept for textual inversion), free colours
+           named by 39 colour words.
   export   Writes the diffusers folder (EMA weights, f16 safetensors) and a sample grid.
 
 Everything is seeded: the data of step k is drawn from a generator seeded with (seed, k), so a
@@ -183,18 +187,23 @@ def train_vae(args, decoder_only=False):
             save_stage(run, name, step, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, x, y)
 
 
-def vae_batch(args, stream, step):
+def vae_batch(args, stream, step, free=0.0):
     """The images of step `step` of a VAE stage, [B, 3, H, W] in [-1, 1]: random training
-    scenes from the generator seeded (seed, stream, step). Seeds torch for the step too."""
+    scenes from the generator seeded (seed, stream, step), a share `free` of them with a free
+    colour (`data.sample_free_scene`, the unseen colour included). Seeds torch for the step too."""
     rng = np.random.default_rng([args.seed, stream, step])
-    scenes = [data.sample_scene(rng) for _ in range(args.vae_batch)]
+    scenes = [
+        data.sample_free_scene(rng, unseen=True) if free and rng.random() < free else data.sample_scene(rng)
+        for _ in range(args.vae_batch)
+    ]
     torch.manual_seed(args.seed * 1_000_003 + step)
     return to_pixels([data.render(s, models.IMAGE_SIDE) for s in scenes])
 
 
 def final_vae_path(run):
-    """The checkpoint of the last VAE stage that ran: `sharpen`, `decoder`, `linear` or `vae`."""
-    for name in ("sharpen", "decoder", "linear", "vae"):
+    """The checkpoint of the last VAE stage that ran: `colours`, `sharpen`, `decoder`, `linear`
+    or `vae`."""
+    for name in ("colours", "sharpen", "decoder", "linear", "vae"):
         if (Path(run) / f"{name}.pt").exists():
             return Path(run) / f"{name}.pt"
     raise FileNotFoundError(f"no VAE checkpoint in {run}: run stage vae first")
@@ -210,15 +219,16 @@ def load_vae(args, path=None):
     return vae.eval(), f"{path.stem} {state['step']}"
 
 
-def overshoot(z, generator=None):
+def overshoot(z, generator=None, with_scale=False):
     """Scales the latents [B, 4, h, w] of the first half of the batch by 1..3 about zero
     (grey), as guidance overshoots; the decoder's target stays the image, which is what
     clipping the scaled colours of this palette (the RGB cube's corners and edge mid-points)
-    gives."""
+    gives. With `with_scale`, also returns the scales [B, 1, 1, 1], for images of other
+    colours, whose target is the clipped scaled image."""
     b = z.shape[0]
     scale = torch.ones(b, 1, 1, 1)
     scale[: b // 2] = 1 + 2 * torch.rand(b // 2, 1, 1, 1, generator=generator)
-    return z * scale
+    return (z * scale, scale) if with_scale else z * scale
 
 
 def train_linear(args):
@@ -422,7 +432,7 @@ class Ema:
             p.copy_(s)
 
 
-def noisy_caption(rng, scene):
+def noisy_caption(rng, scene, name_free=False):
     """A caption of `scene` with one attribute changed to another value (never naming a
     held-out (colour, shape, background) triple)."""
     values = {
@@ -441,7 +451,7 @@ def noisy_caption(rng, scene):
         if a != truth and a["colour"] != a["background"] and triple not in data.HELD_OUT:
             break
     wrong = data.place(rng, a["colour"], a["shape"], a["background"], a["size"], a["position"])
-    return data.caption(rng, wrong)
+    return data.caption(rng, wrong, name_free=name_free)
 
 
 def train_unet(args):
@@ -475,6 +485,7 @@ def train_unet(args):
     n_text = sum(p.numel() for p in text_encoder.parameters())
     n_unet = sum(p.numel() for p in unet.parameters())
     log(run, f"unet: {n_unet / 1e6:.2f}M params, text encoder {n_text / 1e6:.2f}M, from step {step}")
+    encoder = load_vae(args)[0] if args.free_colour else None
     schedule = models.make_training_scheduler()
     alphas_cumprod = schedule.alphas_cumprod  # [1000]
     snr = alphas_cumprod / (1 - alphas_cumprod)
@@ -498,17 +509,33 @@ def train_unet(args):
             log(run, f"unet step {step}: text encoder frozen (stage text's weights)")
         rng = np.random.default_rng([args.seed, 3, step])
         idx = rng.integers(len(scenes), size=args.unet_batch)
-        texts = ["" if rng.random() < args.caption_dropout else data.caption(rng, scenes[i]) for i in idx]
+        batch = [scenes[i] for i in idx]
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        latents = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_std[idx].shape, generator=g)) * scale
+        if args.free_colour and step >= args.free_colour_from:
+            # Some scenes get a free colour (data.sample_free_scene says why), encoded here as
+            # stage `latents` encoded the rest (the encoder is the same).
+            free = np.flatnonzero(rng.random(len(idx)) < args.free_colour)
+            for j in free:
+                batch[j] = data.sample_free_scene(rng)
+            if len(free):
+                with torch.no_grad():
+                    post = encoder.encode(to_pixels([data.render(batch[j], models.IMAGE_SIDE) for j in free])).latent_dist
+                    latents[free] = (post.mean + post.std * torch.randn(post.std.shape, generator=g)) * scale
+        # From `--colour-names-from` free colours are named (data.EXTRA_COLOURS): left unnamed,
+        # the colour came from the noise alone and no text could steer it, so a textual-
+        # inversion token found no colour outside the palette (train_ti.py `<teal>`: 9 to 14 of 64
+        # images teal at step 15500). With 39 colour words the text steers a continuum.
+        named = step >= args.colour_names_from
+        texts = ["" if rng.random() < args.caption_dropout else data.caption(rng, s, name_free=named) for s in batch]
         if step >= args.caption_noise_from:
             # Real captions get details wrong. Without such captions the model never learned
             # whom to trust when the image and the caption disagree, as in img2img: at
             # strength 0.2 a red square prompted "blue" came out purple in 12 of 12 images
             # (step 8000, cfg 2). With a wrong word now and then, the truth is the image
             # wherever the noise still shows it.
-            texts = [noisy_caption(rng, scenes[i]) if t and rng.random() < args.caption_noise else t for t, i in zip(texts, idx)]
+            texts = [noisy_caption(rng, s, named) if t and rng.random() < args.caption_noise else t for t, s in zip(texts, batch)]
         ids = captions.ids(texts)  # [B, 77]
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        latents = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_std[idx].shape, generator=g)) * scale
         b = latents.shape[0]  # latents: [B, 4, h, w]
         if step >= args.overshoot_from:
             # Half the batch is scaled by 1..3, as for the decoder (`overshoot`): guidance
@@ -574,7 +601,7 @@ def versions():
 
 def export(args, out, quiet=False):
     """Writes the diffusers folder from the EMA weights, in f16 safetensors."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from safetensors.torch import load_file, save_file
 
     run, out = Path(args.run), Path(out)
@@ -594,7 +621,7 @@ def export(args, out, quiet=False):
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(str(run / "tokenizer")),
         unet=unet,
-        scheduler=PNDMScheduler.from_config(models.SCHEDULER_CONFIG),
+        scheduler=DDIMScheduler.from_config(models.SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -650,7 +677,7 @@ def sample_grid(folder, path, seed, steps=20):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=("vae", "linear", "latents", "decoder", "sharpen", "text", "unet", "export", "all"))
+    ap.add_argument("stage", choices=("vae", "linear", "latents", "decoder", "sharpen", "colours", "text", "unet", "export", "all"))
     ap.add_argument("--run", default="/work/demo-runs/main", help="checkpoints, logs, samples")
     ap.add_argument("--out", default="assets/demo-model", help="diffusers folder written by export")
     ap.add_argument("--seed", type=int, default=0)
@@ -660,6 +687,8 @@ def main():
     ap.add_argument("--decoder-lr", type=float, default=1e-4)
     ap.add_argument("--sharpen-steps", type=int, default=1500)
     ap.add_argument("--sharpen-lr", type=float, default=1e-4)
+    ap.add_argument("--colours-steps", type=int, default=2000)
+    ap.add_argument("--colours-free", type=float, default=0.3, help="share of free-colour images in stage colours")
     ap.add_argument("--adv-weight", type=float, default=0.1)
     ap.add_argument("--sharpen-l2", type=float, default=1.0, help="weight of L2 next to L1 in stage sharpen")
     ap.add_argument("--vae-batch", type=int, default=8)
@@ -674,7 +703,7 @@ def main():
     ap.add_argument("--text-steps", type=int, default=1000)
     ap.add_argument("--text-batch", type=int, default=128)
     ap.add_argument("--text-lr", type=float, default=1e-3)
-    ap.add_argument("--unet-steps", type=int, default=13000)
+    ap.add_argument("--unet-steps", type=int, default=17500)
     ap.add_argument("--unet-batch", type=int, default=48)
     ap.add_argument("--unet-lr", type=float, default=4e-4)
     ap.add_argument("--text-lr-factor", type=float, default=2.0)
@@ -684,6 +713,9 @@ def main():
     ap.add_argument("--caption-dropout", type=float, default=0.15)
     ap.add_argument("--caption-noise", type=float, default=0.1, help="share of captions with one attribute wrong")
     ap.add_argument("--caption-noise-from", type=int, default=9500, help="step from which it applies")
+    ap.add_argument("--free-colour", type=float, default=0.25, help="share of scenes with a free colour")
+    ap.add_argument("--free-colour-from", type=int, default=13000, help="step from which it applies")
+    ap.add_argument("--colour-names-from", type=int, default=15500, help="step from which free colours are named")
     ap.add_argument("--offset-noise", type=float, default=0.0)
     ap.add_argument("--min-snr-gamma", type=float, default=5.0)
     ap.add_argument("--high-noise-weight", type=float, default=8.0)
@@ -706,6 +738,10 @@ def main():
         from sharpen import train_sharpen
 
         train_sharpen(args)
+    if args.stage in ("colours", "all"):
+        from sharpen import train_sharpen
+
+        train_sharpen(args, "colours")
     if args.stage in ("text", "all"):
         train_text(args)
     if args.stage in ("unet", "all"):
