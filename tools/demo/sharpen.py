@@ -66,7 +66,7 @@ def train_sharpen(args, name="sharpen"):
     run = Path(args.run)
     ckpt_path = run / f"{name}.pt"
     colours = name == "colours"
-    total, lr = (args.colours_steps, args.sharpen_lr) if colours else (args.sharpen_steps, args.sharpen_lr)
+    total, lr = args.colours_steps if colours else args.sharpen_steps, args.sharpen_lr
     torch.manual_seed(args.seed)
     vae = models.make_vae()
     disc = PatchDiscriminator()

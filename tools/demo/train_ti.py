@@ -1,8 +1,9 @@
 """Textual inversion on the demo model: teaches it a colour it never saw, teal (0, 128, 128),
 named by a new token `<teal>`. Only that token's embedding is trained; the text encoder, UNet
-and VAE stay frozen. The UNet was trained on the palette colours and on unnamed free colours
+and VAE stay frozen. The UNet was trained on the palette colours and on free colours
 (`data.sample_free_scene`), but never on a colour the evaluator would call teal
-(`data.UNSEEN_RGB`'s cell is kept out), so the concept is new to it. The result is saved in sd-concepts-library format
+(`data.UNSEEN_RGB`'s cell is kept out), so the concept is new to it. The result is saved in
+sd-concepts-library format
 (`learned_embeds.bin` = `torch.save({"<teal>": tensor[width]})`).
 
 Then `check` measures it with the evaluator (palette + teal): prompts naming `<teal>` for the
