@@ -19,8 +19,11 @@
 //! - Guidance: at cfg 7.5 (SD's default) clearly more of the 240 captions come
 //!   out with all five attributes right than at cfg 1 (no guidance).
 //!
-//! Not here yet (issue 6 is open on it): the textual-inversion concept
-//! (tools/demo/train_ti.py's `<teal>` is teal in about a third of its images).
+//! - Textual inversion (tools/demo/train_ti.py's `check` on our pipeline):
+//!   with the `<hazard>` concept loaded (assets/hazard-concept), prompts with
+//!   the token give a yellow triangle on black, an object no training image
+//!   shows, of the size and at the position the prompt says; with "shape" in
+//!   the token's place, no image shows one.
 //!
 //! The accuracy tables are printed (`--nocapture`). GPU tests fail (never skip)
 //! when no adapter is found.
@@ -30,12 +33,24 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use sd_wgpu::demo::{measure, Accuracy, Attributes, Caption, Measured, Spec, ATTRIBUTES};
-use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request, RgbImage};
+use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request, RgbImage, TextualInversion};
 use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::Device;
 
 /// The shipped demo model.
 const MODEL: &str = "assets/demo-model";
+/// The textual-inversion concept learned against it (tools/demo/train_ti.py).
+const CONCEPT: &str = "assets/hazard-concept/learned_embeds.bin";
+/// Its trigger and what it stands for: (colour, shape, background), one of the
+/// spec's held-out triples, so no training image shows it.
+const HAZARD: (&str, [(&str, &str); 3]) = (
+    "<hazard>",
+    [
+        ("colour", "yellow"),
+        ("shape", "triangle"),
+        ("background", "black"),
+    ],
+);
 /// How many of the spec's captions the GPU runs.
 const GPU_CAPTIONS: usize = 36;
 /// Share of those captions whose five attributes must measure exactly as on
@@ -396,5 +411,113 @@ fn img2img_repaints_the_square_in_place() {
         lines.join("\n"),
         t.elapsed().as_secs_f64()
     );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// train_ti.py's `check` on our pipeline at the spec's guidance: with the
+/// `<hazard>` concept loaded, its prompts give a yellow triangle on black,
+/// each of those attributes (and the position, where the prompt says one)
+/// reaching the spec's target as a caption's must; the same prompts with
+/// "shape" in the token's place give no yellow triangle on black at all.
+#[test]
+fn textual_inversion_draws_the_hazard() {
+    // (template with {c} for the token, size, position); None = not said.
+    // The list of train_ti.py's CHECK_PROMPTS.
+    const PROMPTS: [(&str, Option<&str>, Option<&str>); 8] = [
+        ("a {c}", None, None),
+        (
+            "a large {c} in the top left corner",
+            Some("large"),
+            Some("top left"),
+        ),
+        ("a small {c} at the bottom", Some("small"), Some("bottom")),
+        ("one big {c} on the right", Some("large"), Some("right")),
+        ("a tiny {c} in the centre", Some("small"), Some("centre")),
+        ("{c} in the bottom right corner", None, Some("bottom right")),
+        ("a little {c} at the top", Some("small"), Some("top")),
+        ("a big {c} on the left side", Some("large"), Some("left")),
+    ];
+    const SEEDS: usize = 4;
+    const CONTROL: &str = "shape";
+    let path = repo(CONCEPT);
+    let concept = TextualInversion::load(&path)
+        .unwrap_or_else(|e| panic!("the hazard concept (tools/demo/train_ti.py): {e}"));
+    assert_eq!(concept.embedding.trigger, HAZARD.0, "{}: trigger", path.display());
+    let spec = spec();
+    let shows_hazard = |m: &Measured| HAZARD.1.iter().all(|&(a, v)| m.get(a) == Some(v));
+    let t = Instant::now();
+    // attribute -> (right, asked)
+    let mut right: Vec<(&str, usize, usize)> = ATTRIBUTES.iter().map(|&a| (a, 0, 0)).collect();
+    let mut control_hits = 0;
+    let mut lines = vec![
+        format!(
+            "| prompt | {}: yellow triangle on black | control ({CONTROL}): one too |",
+            HAZARD.0
+        ),
+        "|---|---|---|".to_string(),
+    ];
+    for (template, size, position) in PROMPTS {
+        let mut found = Vec::new();
+        for word in [HAZARD.0, CONTROL] {
+            let req = Request {
+                embeddings: vec![concept.clone()],
+                ..request(
+                    &template.replace("{c}", word),
+                    0,
+                    spec.generation.guidance_scale,
+                    SEEDS,
+                )
+            };
+            let out = cpu().txt2img(&req, &mut NoProgress).unwrap();
+            let images: Vec<RgbImage> = out.images.into_iter().map(|g| g.image).collect();
+            found.push(measured(&images, spec));
+        }
+        let expected: Vec<(&str, &str)> = HAZARD
+            .1
+            .iter()
+            .copied()
+            .chain(size.map(|v| ("size", v)))
+            .chain(position.map(|v| ("position", v)))
+            .collect();
+        for m in &found[0] {
+            for &(a, v) in &expected {
+                let entry = right.iter_mut().find(|e| e.0 == a).unwrap();
+                entry.1 += usize::from(m.get(a) == Some(v));
+                entry.2 += 1;
+            }
+        }
+        let hits = found[0].iter().filter(|m| shows_hazard(m)).count();
+        let control = found[1].iter().filter(|m| shows_hazard(m)).count();
+        control_hits += control;
+        lines.push(format!(
+            "| {} | {hits}/{SEEDS} | {control}/{SEEDS} |",
+            template.replace("{c}", HAZARD.0)
+        ));
+    }
+    lines.push(String::new());
+    let mut failures = Vec::new();
+    for (a, ok, asked) in right {
+        let share = ok as f64 / asked as f64;
+        let target = spec.target(a);
+        lines.push(format!(
+            "{a}: {ok}/{asked} ({:.1}%), target {}",
+            100.0 * share,
+            target.map_or("none".to_string(), |t| format!("{:.0}%", 100.0 * t))
+        ));
+        if target.is_some_and(|t| share < t) {
+            failures.push(format!("{a}: {ok}/{asked} below the target"));
+        }
+    }
+    println!(
+        "{}\ntextual inversion: {:.1} s",
+        lines.join("\n"),
+        t.elapsed().as_secs_f64()
+    );
+    if control_hits > 0 {
+        failures.push(format!(
+            "prompts with {CONTROL:?} gave a yellow triangle on black in {control_hits}/{} images",
+            PROMPTS.len() * SEEDS
+        ));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -112,9 +112,11 @@ def _held_out_triples(n=30, seed=1234):
 
 HELD_OUT = _held_out_triples()
 
-# A colour kept out of every training image the UNet sees, for the textual-inversion concept
-# (train_ti.py): teal, 180 or more from every palette colour. `free_colour` never draws a colour
-# the evaluator would name teal (one nearer to it than to every palette colour).
+# A colour kept out of every training image the UNet sees, for a textual-inversion colour: teal,
+# 180 or more from every palette colour. `free_colour` never draws a colour the evaluator would
+# name teal (one nearer to it than to every palette colour). Inversion could not teach it (README,
+# "Why not a new colour"); train_ti.py's concept is a held-out object instead. Kept, so that
+# train.py still reproduces the shipped model.
 UNSEEN_RGB = (0, 128, 128)
 TRAIN_TRIPLES = tuple(
     (c, s, b) for c in COLOURS for s in SHAPES for b in COLOURS if b != c and (c, s, b) not in HELD_OUT

@@ -1,17 +1,23 @@
-"""Textual inversion on the demo model: teaches it a colour it never saw, teal (0, 128, 128),
-named by a new token `<teal>`. Only that token's embedding is trained; the text encoder, UNet
-and VAE stay frozen. The UNet was trained on the palette colours and on free colours
-(`data.sample_free_scene`), but never on a colour the evaluator would call teal
-(`data.UNSEEN_RGB`'s cell is kept out), so the concept is new to it. The result is saved in
-sd-concepts-library format
-(`learned_embeds.bin` = `torch.save({"<teal>": tensor[width]})`).
+"""Textual inversion on the demo model: teaches it `<hazard>`, a yellow triangle on a black
+background, an object no image the UNet learned from shows. (yellow, triangle, black) is one of
+the held-out triples (`data.HELD_OUT`): no training scene has it. Only the new token's embedding
+is trained; the text encoder, UNet and VAE stay frozen. The one token has to bring in three
+attributes (shape colour, shape, background), while the prompt's own size and position words
+still steer the object. The result is saved in sd-concepts-library format
+(`learned_embeds.bin` = `torch.save({"<hazard>": tensor[width]})`).
 
-Then `check` measures it with the evaluator (palette + teal): prompts naming `<teal>` for the
-shape or the background should give a teal shape / background, the same prompts with a palette
-colour instead should give no teal at all.
+Why not a new colour (the teal the README's "Textual inversion" section tells of): an embedding
+can only find what the frozen UNet can draw. A colour no training image shows, it cannot, and
+one shown unnamed it draws at random, with no text to steer it.
 
-  nice -n 10 python tools/demo/train_ti.py train --model assets/demo-model --out assets/teal-concept
-  nice -n 10 python tools/demo/train_ti.py check --model assets/demo-model --concept assets/teal-concept
+`check` measures the concept with the evaluator: the prompts of `CHECK_PROMPTS` with `<hazard>`
+must give a yellow triangle on black (the spec's colour, background and shape targets) of the
+size and at the position the prompt says (the position target), and the same prompts with
+"shape" in the token's place must give no yellow triangle on black at all. tests/demo.rs
+(`textual_inversion_draws_the_hazard`) asserts the same through our Rust pipeline.
+
+  python tools/demo/train_ti.py train --model assets/demo-model --out assets/hazard-concept
+  python tools/demo/train_ti.py check --model assets/demo-model --concept assets/hazard-concept
 """
 
 import argparse
@@ -28,20 +34,35 @@ import data  # noqa: E402
 import evaluate  # noqa: E402
 from train import load_pipeline, save_grid, to_pixels  # noqa: E402
 
-TOKEN = "<teal>"
-TEAL = data.UNSEEN_RGB  # (0, 128, 128): 180 or more from every palette colour in RGB
-PALETTE = dict(data.COLOURS, **{TOKEN: TEAL})
+TOKEN = "<hazard>"
+CONCEPT = {"colour": "yellow", "shape": "triangle", "background": "black"}
+assert tuple(CONCEPT.values()) in data.HELD_OUT, "the concept must be one no training image shows"
+# The word in the token's place in the control prompts.
+CONTROL = "shape"
 
 
 def concept_scene(rng):
-    """A scene with teal as the shape colour or (half the time) as the background."""
-    colours = list(data.COLOURS)
-    other = colours[rng.integers(len(colours))]
-    colour, background = (TOKEN, other) if rng.random() < 0.5 else (other, TOKEN)
-    size = data.SIZES[rng.integers(2)]
+    """A yellow triangle on black of random size and position."""
+    size = data.SIZES[rng.integers(len(data.SIZES))]
     position = list(data.POSITIONS)[rng.integers(len(data.POSITIONS))]
-    shape = data.SHAPES[rng.integers(len(data.SHAPES))]
-    return data.place(rng, colour, shape, background, size, position)
+    return data.place(rng, CONCEPT["colour"], CONCEPT["shape"], CONCEPT["background"], size, position)
+
+
+def concept_caption(rng, scene, p_drop=0.3):
+    """"a big <hazard> in the top left corner" and other wordings of `scene` (size and position
+    each left out with odds `p_drop`), the token standing for the yellow triangle on black."""
+    words = []
+    if rng.random() >= p_drop:
+        options = data.SIZE_WORDS[scene.size]
+        words.append(options[rng.integers(len(options))])
+    np_ = " ".join([*words, TOKEN])
+    form = rng.integers(3)  # "a big <hazard>" / "big <hazard>" / "one big <hazard>"
+    np_ = f"a {np_}" if form == 0 else f"one {np_}" if form == 2 else np_
+    pos = ""
+    if rng.random() >= p_drop:
+        options = data.POSITION_WORDS[scene.position]
+        pos = options[rng.integers(len(options))]
+    return " ".join(f"{np_} {pos}".split())
 
 
 def train(args):
@@ -67,7 +88,7 @@ def train(args):
     with torch.no_grad():
         latents = torch.cat(
             [
-                vae.encode(to_pixels([data.render(s, 64, PALETTE) for s in scenes[i : i + 128]])).latent_dist.mean
+                vae.encode(to_pixels([data.render(s, 64) for s in scenes[i : i + 128]])).latent_dist.mean
                 for i in range(0, len(scenes), 128)
             ]
         ) * vae.config.scaling_factor  # [N, 4, h, w]
@@ -78,7 +99,7 @@ def train(args):
     for step in range(args.steps):
         rng = np.random.default_rng([args.seed, 11, step])
         idx = rng.integers(len(scenes), size=args.batch)
-        texts = [data.caption(rng, scenes[i]) for i in idx]
+        texts = [concept_caption(rng, scenes[i]) for i in idx]
         ids = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         x0 = latents[idx]  # [B, 4, h, w]
@@ -86,11 +107,9 @@ def train(args):
         t = torch.randint(0, len(alphas_cumprod), (len(idx),), generator=g)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         pred = unet(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, text_encoder(ids).last_hidden_state).sample
-        # The colour of the shape is decided at the noisy steps, where the epsilon loss hardly
-        # sees it (it weighs an x0 error by SNR, 0.02 at t = 900): as in train.py's UNet stage,
-        # those steps weigh up to `--high-noise-weight` times more (x0 loss, 1 / SNR, capped).
-        # Measured so far, inconclusive: 400 steps against two interim models gave 4 against 14
-        # and 13 against 9 teal images of 64 (cfg 7.5), with and without it.
+        # Colours and the shape are decided at the noisy steps, where the epsilon loss hardly
+        # sees them (it weighs an x0 error by SNR, 0.02 at t = 900): as in train.py's UNet
+        # stage, those steps weigh up to `--high-noise-weight` times more (x0 loss, 1 / SNR).
         weight = torch.clamp(1 / snr[t], min=1.0, max=args.high_noise_weight)  # [B]
         loss = (weight * F.mse_loss(pred, noise, reduction="none").mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
@@ -112,70 +131,93 @@ def train(args):
     print(f"wrote {out / 'learned_embeds.bin'}")
 
 
-# Prompts for the check: (template with {c} for the colour slot, role of that slot).
+# Prompts for the check: (template with {c} for the token, size, position); None = not said.
+# tests/demo.rs has the same list.
 CHECK_PROMPTS = (
-    ("a large {c} circle on a white background", "colour"),
-    ("a {c} square in the centre on a black background", "colour"),
-    ("a big {c} triangle on a yellow background", "colour"),
-    ("a small {c} circle in the top left corner, red background", "colour"),
-    ("a large white square on a {c} background", "background"),
-    ("a yellow circle in the centre, {c} background", "background"),
-    ("a big magenta triangle on a {c} background", "background"),
-    ("a small orange square at the bottom on {c}", "background"),
+    ("a {c}", None, None),
+    ("a large {c} in the top left corner", "large", "top left"),
+    ("a small {c} at the bottom", "small", "bottom"),
+    ("one big {c} on the right", "large", "right"),
+    ("a tiny {c} in the centre", "small", "centre"),
+    ("{c} in the bottom right corner", None, "bottom right"),
+    ("a little {c} at the top", "small", "top"),
+    ("a big {c} on the left side", "large", "left"),
 )
 
 
 def check(args):
+    """Per-attribute accuracy of the concept's images against the spec's targets, and how many
+    control images show the concept. Returns whether all targets are met and no control image
+    shows it."""
     pipe = load_pipeline(args.model)
     pipe.load_textual_inversion(args.concept, token=TOKEN)
-    lines = [f"| prompt | {TOKEN} slot measured as {TOKEN} | control (`{args.control}`) measured as {TOKEN} |", "|---|---|---|"]
-    hits = ctrl_hits = total = 0
+    targets = evaluate.TARGETS
+    right = {a: [0, 0] for a in data.ATTRIBUTES}  # attribute -> [right, asked]
+    lines = [f"| prompt | {TOKEN}: yellow triangle on black | as prompted (size, position) | control (`{CONTROL}`): yellow triangle on black |", "|---|---|---|---|"]
+    control_hits = total = 0
     images = []
-    for template, role in CHECK_PROMPTS:
-        counts = []
-        for word in (TOKEN, args.control):
+    for template, size, position in CHECK_PROMPTS:
+        expected = dict(CONCEPT, size=size, position=position)
+        found = {}
+        for word in (TOKEN, CONTROL):
             prompt = template.format(c=word)
             gens = [torch.Generator().manual_seed(args.seed + k) for k in range(args.per_prompt)]
             out = pipe([prompt] * args.per_prompt, num_inference_steps=25, guidance_scale=args.cfg, generator=gens, output_type="np").images
             imgs = [(im * 255).round().astype(np.uint8) for im in out]
             images += imgs[:4]
-            found = [evaluate.measure(im, PALETTE) for im in imgs]
-            if word == TOKEN:
-                counts.append(sum(m[role] == TOKEN for m in found))
-            else:  # a control image must show no teal anywhere
-                counts.append(sum(TOKEN in (m["colour"], m["background"]) for m in found))
-        hits, ctrl_hits, total = hits + counts[0], ctrl_hits + counts[1], total + args.per_prompt
-        lines.append(f"| {template.format(c=TOKEN)} | {counts[0]}/{args.per_prompt} | {counts[1]}/{args.per_prompt} |")
-    lines.append(f"| **all** | **{hits}/{total}** | **{ctrl_hits}/{total}** |")
+            found[word] = [evaluate.measure(im) for im in imgs]
+        concept_ok = sum(all(m[a] == CONCEPT[a] for a in CONCEPT) for m in found[TOKEN])
+        said = [a for a in ("size", "position") if expected[a] is not None]
+        prompted_ok = sum(all(m[a] == expected[a] for a in said) for m in found[TOKEN])
+        for m in found[TOKEN]:
+            for a, want in expected.items():
+                if want is not None:
+                    right[a][0] += m[a] == want
+                    right[a][1] += 1
+        hits = sum(all(m[a] == CONCEPT[a] for a in CONCEPT) for m in found[CONTROL])
+        control_hits, total = control_hits + hits, total + args.per_prompt
+        n = args.per_prompt
+        lines.append(f"| {template.format(c=TOKEN)} | {concept_ok}/{n} | {prompted_ok}/{n} | {hits}/{n} |")
+    lines += ["", "| attribute | right | target |", "|---|---|---|"]
+    passed = control_hits == 0
+    for a, (ok, asked) in right.items():
+        target = targets.get(a)
+        passed &= target is None or ok >= target * asked
+        lines.append(f"| {a} | {ok}/{asked} ({100 * ok / asked:.1f}%) | {'' if target is None else f'{100 * target:.0f}%'} |")
+    lines.append(f"| control images showing a yellow triangle on black | {control_hits}/{total} | 0 |")
+    lines.append(f"\n{'PASS' if passed else 'FAIL'} (cfg {args.cfg}, seeds {args.seed}..{args.seed + args.per_prompt - 1})")
     print("\n".join(lines))
     save_grid(Path(args.run) / "ti-check.png", images, cols=8)
     if args.results:
         Path(args.results).write_text("\n".join(lines) + "\n")
+    return passed
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cmd", choices=("train", "check"))
     ap.add_argument("--model", default="assets/demo-model")
-    ap.add_argument("--out", default="assets/teal-concept")
-    ap.add_argument("--concept", default="assets/teal-concept")
+    ap.add_argument("--out", default="assets/hazard-concept")
+    ap.add_argument("--concept", default="assets/hazard-concept")
     ap.add_argument("--run", default="/work/demo-runs/ti")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--init-word", default="blue")
-    ap.add_argument("--n-images", type=int, default=2000)
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init-word", default="triangle")
+    ap.add_argument("--n-images", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--high-noise-weight", type=float, default=8.0, help="cap of the x0 weighting of noisy steps")
-    ap.add_argument("--control", default="blue", help="palette colour put in the token's place")
     ap.add_argument("--per-prompt", type=int, default=8)
-    ap.add_argument("--cfg", type=float, default=7.5, help="guidance scale of the check")
+    ap.add_argument("--cfg", type=float, default=7.5, help="guidance scale of the check (the spec's)")
     ap.add_argument("--results", default="")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     Path(args.run).mkdir(parents=True, exist_ok=True)
-    train(args) if args.cmd == "train" else check(args)
+    if args.cmd == "train":
+        train(args)
+    elif not check(args):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
