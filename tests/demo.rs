@@ -42,7 +42,8 @@ const MODEL: &str = "assets/demo-model";
 /// The textual-inversion concept learned against it (tools/demo/train_ti.py).
 const CONCEPT: &str = "assets/hazard-concept/learned_embeds.bin";
 /// Its trigger and what it stands for: (colour, shape, background), one of the
-/// spec's held-out triples, so no training image shows it.
+/// spec's held-out triples, so no training scene has it (the README says how
+/// few free-colour images come near it).
 const HAZARD: (&str, [(&str, &str); 3]) = (
     "<hazard>",
     [
@@ -445,6 +446,14 @@ fn textual_inversion_draws_the_hazard() {
     assert_eq!(concept.embedding.trigger, HAZARD.0, "{}: trigger", path.display());
     let spec = spec();
     let shows_hazard = |m: &Measured| HAZARD.1.iter().all(|&(a, v)| m.get(a) == Some(v));
+    // The spec's captions all use held-out triples: the concept must be one.
+    assert!(
+        spec.captions
+            .iter()
+            .any(|c| HAZARD.1.iter().all(|&(a, v)| c.truth.get(a) == v)),
+        "{:?} is not a held-out triple of the spec",
+        HAZARD.1
+    );
     let t = Instant::now();
     // attribute -> (right, asked)
     let mut right: Vec<(&str, usize, usize)> = ATTRIBUTES.iter().map(|&a| (a, 0, 0)).collect();

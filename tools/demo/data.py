@@ -275,25 +275,35 @@ def _article(word):
     return "an" if word[0] in "aeiou" else "a"
 
 
+def noun_phrase(rng, size, head, p_drop_size=0.2):
+    """"a big red circle", "red circle" or "one big red circle": `head` (e.g. "red circle")
+    after a word for `size` (left out with odds `p_drop_size`), in one of three forms."""
+    words = []
+    if rng.random() >= p_drop_size:
+        options = SIZE_WORDS[size]
+        words.append(options[rng.integers(len(options))])
+    np_ = " ".join([*words, head])
+    form = rng.integers(3)
+    if form == 0:
+        return f"{_article(np_)} {np_}"
+    return f"one {np_}" if form == 2 else np_
+
+
+def position_phrase(rng, position, p_drop_position=0.2):
+    """A wording of `position` ("in the top left corner", ...), or "" with odds `p_drop_position`."""
+    if rng.random() < p_drop_position:
+        return ""
+    options = POSITION_WORDS[position]
+    return options[rng.integers(len(options))]
+
+
 def caption(rng, scene, p_drop_size=0.2, p_drop_position=0.2, name_free=False):
     """A random wording of the scene; size and position are left out with the given odds. A
     free colour is left unnamed, or with `name_free` named by `colour_word`."""
     named = (lambda c: True) if name_free else is_named
-    words = []
-    if rng.random() >= p_drop_size:
-        options = SIZE_WORDS[scene.size]
-        words.append(options[rng.integers(len(options))])
-    words += [colour_word(scene.colour), scene.shape] if named(scene.colour) else [scene.shape]
-    form = rng.integers(3)  # "a red circle" / "red circle" / "one red circle"
-    np_ = " ".join(words)
-    if form == 0:
-        np_ = f"{_article(np_)} {np_}"
-    elif form == 2:
-        np_ = f"one {np_}"
-    pos = ""
-    if rng.random() >= p_drop_position:
-        options = POSITION_WORDS[scene.position]
-        pos = options[rng.integers(len(options))]
+    head = f"{colour_word(scene.colour)} {scene.shape}" if named(scene.colour) else scene.shape
+    np_ = noun_phrase(rng, scene.size, head, p_drop_size)
+    pos = position_phrase(rng, scene.position, p_drop_position)
     templates = TEMPLATES if named(scene.background) else BARE_TEMPLATES
     template = templates[rng.integers(len(templates))]
     bg = colour_word(scene.background)

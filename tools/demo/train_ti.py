@@ -6,7 +6,7 @@ attributes (shape colour, shape, background), while the prompt's own size and po
 still steer the object. The result is saved in sd-concepts-library format
 (`learned_embeds.bin` = `torch.save({"<hazard>": tensor[width]})`).
 
-Why not a new colour (the teal the README's "Textual inversion" section tells of): an embedding
+Why not a new colour (the teal of the README's "Why not a new colour"): an embedding
 can only find what the frozen UNet can draw. A colour no training image shows, it cannot, and
 one shown unnamed it draws at random, with no text to steer it.
 
@@ -51,18 +51,8 @@ def concept_scene(rng):
 def concept_caption(rng, scene, p_drop=0.3):
     """"a big <hazard> in the top left corner" and other wordings of `scene` (size and position
     each left out with odds `p_drop`), the token standing for the yellow triangle on black."""
-    words = []
-    if rng.random() >= p_drop:
-        options = data.SIZE_WORDS[scene.size]
-        words.append(options[rng.integers(len(options))])
-    np_ = " ".join([*words, TOKEN])
-    form = rng.integers(3)  # "a big <hazard>" / "big <hazard>" / "one big <hazard>"
-    np_ = f"a {np_}" if form == 0 else f"one {np_}" if form == 2 else np_
-    pos = ""
-    if rng.random() >= p_drop:
-        options = data.POSITION_WORDS[scene.position]
-        pos = options[rng.integers(len(options))]
-    return " ".join(f"{np_} {pos}".split())
+    np_ = data.noun_phrase(rng, scene.size, TOKEN, p_drop)
+    return " ".join(f"{np_} {data.position_phrase(rng, scene.position, p_drop)}".split())
 
 
 def train(args):
