@@ -1,5 +1,5 @@
 """Textual inversion on the demo model: teaches it `<hazard>`, a yellow triangle on a black
-background, an object no image the UNet learned from shows. (yellow, triangle, black) is one of
+background, an object no training scene has: (yellow, triangle, black) is one of
 the held-out triples (`data.HELD_OUT`): no training scene has it. Only the new token's embedding
 is trained; the text encoder, UNet and VAE stay frozen. The one token has to bring in three
 attributes (shape colour, shape, background), while the prompt's own size and position words
