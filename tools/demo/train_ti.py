@@ -1,6 +1,6 @@
 """Textual inversion on the demo model: teaches it `<hazard>`, a yellow triangle on a black
-background, an object no training scene has: (yellow, triangle, black) is one of
-the held-out triples (`data.HELD_OUT`): no training scene has it. Only the new token's embedding
+background, an object no training scene has: (yellow, triangle, black) is one of the
+held-out triples (`data.HELD_OUT`). Only the new token's embedding
 is trained; the text encoder, UNet and VAE stay frozen. The one token has to bring in three
 attributes (shape colour, shape, background), while the prompt's own size and position words
 still steer the object. The result is saved in sd-concepts-library format
