@@ -149,7 +149,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(b) => b.parse()?,
         None => Backend::from_env()?,
     };
-    let device = backend.open()?;
+    let choice = backend.choose()?;
+    let device = choice.device.clone();
     let dtype: DType = match &args.dtype {
         Some(d) => d.parse()?,
         None => default_dtype(&device, Component::UNet),
@@ -171,7 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bail!("--components: expected unet, clip or vae, found {c:?}");
         }
     }
-    println!("device: {}", device.describe());
+    println!("device: {}", choice.describe());
     println!(
         "SD 1.5 architecture, random weights (seed {}); {iters} timed, {warmup} warm-up passes",
         args.seed

@@ -175,8 +175,9 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
     }
 
     // 3. Device and model.
-    let device = backend.open()?;
-    say(format!("device: {}", device.describe()));
+    let choice = backend.choose()?;
+    say(format!("device: {}", choice.describe()));
+    let device = choice.device;
     let t = Instant::now();
     let pipe = Pipeline::load(
         source,

@@ -107,11 +107,6 @@ impl Tensor {
         self.unary(Unary::Affine { mul: s, add: 0.0 })
     }
 
-    /// `self * mul + add`.
-    pub fn affine(&self, mul: f32, add: f32) -> Tensor {
-        self.unary(Unary::Affine { mul, add })
-    }
-
     pub fn clamp(&self, min: f32, max: f32) -> Tensor {
         self.unary(Unary::Clamp { min, max })
     }

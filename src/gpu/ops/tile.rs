@@ -88,14 +88,10 @@ macro_rules! tiled_shader {
 }
 
 /// Whether `ctx.bind(.., dtype, start, len)` stays within the binding limit:
-/// the exact rule of `GpuContext::bind`, so a tensor exactly at the limit
-/// (the VAE's [1, 128, 512, 512] f32) is bound whole when it starts aligned.
+/// `bind`'s own window, so a tensor exactly at the limit (the VAE's
+/// [1, 128, 512, 512] f32) is bound whole when it starts aligned.
 pub(crate) fn fits(ctx: &GpuContext, dtype: DType, start: usize, len: usize) -> bool {
-    let es = dtype.size() as u64;
-    let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
-    let offset = start as u64 * es / align * align;
-    let end = ((start + len.max(1)) as u64 * es).div_ceil(4) * 4;
-    end - offset <= ctx.max_binding_bytes()
+    ctx.window(dtype, start, len).bytes() <= ctx.max_binding_bytes()
 }
 
 /// How many rows of `row_len` elements one binding window may hold. When a
