@@ -42,7 +42,7 @@ const MODEL: &str = "assets/demo-model";
 /// The textual-inversion concept learned against it (tools/demo/train_ti.py).
 const CONCEPT: &str = "assets/hazard-concept/learned_embeds.bin";
 /// Its trigger and what it stands for: (colour, shape, background), one of the
-/// spec's held-out triples, so no training scene has it (the README says how
+/// spec's held-out triples, so no training scene has it (docs/demo-model.md says how
 /// few free-colour images come near it).
 const HAZARD: (&str, [(&str, &str); 3]) = (
     "<hazard>",
@@ -339,7 +339,7 @@ fn red_square(position: &str, background: &str) -> RgbImage {
 /// spec's colour / position target share of the images (3 placements x 4 seeds).
 /// At [`LOW_CFG`], as since the test landed: at 7.5 the prompt's "blue" tints
 /// the square even at strength 0.2 (`img2img_check.py --cfg 7.5`: red in 6 of
-/// 12, the rest purple or magenta), a weakness the README lists.
+/// 12, the rest purple or magenta), a weakness docs/demo-model.md lists.
 #[test]
 fn img2img_repaints_the_square_in_place() {
     const CASES: [(&str, &str, &str); 3] = [

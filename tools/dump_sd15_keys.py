@@ -8,7 +8,7 @@ in both namings, for the key-map tests: tests/fixtures/loaders/sd15_keys.json.
   transformers 5 drops it, so it is added here.
 - `ldm`: the names of an original single-file checkpoint (`model.diffusion_model.*`,
   `first_stage_model.*`, `cond_stage_model.transformer.*`). They are built by inverting the
-  SD_NOTES section 1 tables, then VALIDATED with diffusers' own single-file converter
+  docs/formats.md tables, then VALIDATED with diffusers' own single-file converter
   (`convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint`):
   the converter must consume every LDM key exactly and produce every diffusers key with its
   shape (including the squeezed VAE attention 1x1 convs). The script fails otherwise.
