@@ -331,7 +331,7 @@ if __name__ == "__main__":
     from PIL import Image
 
     ap = argparse.ArgumentParser(description="Render a few example scenes with captions.")
-    ap.add_argument("--out", default="/work/demo-runs/data-examples")
+    ap.add_argument("--out", default="runs/demo/data-examples")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -189,7 +189,7 @@ def main():
     ap.add_argument("--model", default="assets/demo-model")
     ap.add_argument("--out", default="assets/hazard-concept")
     ap.add_argument("--concept", default="assets/hazard-concept")
-    ap.add_argument("--run", default="/work/demo-runs/ti")
+    ap.add_argument("--run", default="runs/demo/ti")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init-word", default="triangle")
