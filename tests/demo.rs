@@ -1,7 +1,7 @@
 //! The demo model (assets/demo-model: an SD 1.x-architecture model for 64x64
 //! images trained by tools/demo/train.py on the synthetic scenes of
 //! tools/demo/data.py) through our own pipeline, judged by the pixel
-//! evaluator (src/demo/evaluate.rs, the port of tools/demo/evaluate.py).
+//! evaluator (tests/support/demo/evaluate.rs, the port of tools/demo/evaluate.py).
 //!
 //! - The 240 held-out captions of tools/demo/eval_spec.json, each with its
 //!   seed, DDIM from the model's scheduler config, the spec's steps and
@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use sd_wgpu::demo::{measure, Accuracy, Attributes, Caption, Measured, Spec, ATTRIBUTES};
 use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request, RgbImage, TextualInversion};
 use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::Device;
@@ -83,8 +82,13 @@ fn spec() -> &'static Spec {
     SPEC.get_or_init(|| Spec::load(Spec::default_path()).unwrap())
 }
 
+// Shared with tests/demo_evaluator.rs, which uses `Spec::with_colour`.
+#[allow(dead_code)]
+#[path = "support/demo/mod.rs"]
+mod demo;
 #[path = "support/gpu.rs"]
 mod support_gpu;
+use demo::{measure, Accuracy, Attributes, Caption, Measured, Spec, ATTRIBUTES};
 use support_gpu::gpu;
 
 fn load(device: Device) -> Pipeline {
