@@ -1,0 +1,3 @@
+//! Bad input and faults (issue 14), one module per area.
+
+mod models;
