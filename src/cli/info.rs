@@ -76,14 +76,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => println!("scheduler: none in the checkpoint (SD 1.x defaults)"),
     }
-    let checked = checked?;
-    let warnings: Vec<&String> = ck.warnings.iter().chain(&checked.warnings).collect();
+    let found = checked.as_ref().map_or(&[][..], |c| &c.warnings[..]);
+    let warnings: Vec<&String> = ck.warnings.iter().chain(found).collect();
     if !warnings.is_empty() {
         println!("warnings:");
         for w in warnings {
             println!("  - {w}");
         }
     }
+    let checked = checked?;
     println!(
         "check:   every weight matches the configs; default sampler {}",
         checked.default_sampler
