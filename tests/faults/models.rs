@@ -151,31 +151,142 @@ const UNET: &str = "unet/config.json";
 const VAE: &str = "vae/config.json";
 const TEXT: &str = "text_encoder/config.json";
 
-#[test]
-fn zero_heads_is_refused_not_divided_by() {
-    both_refuse(
-        "heads0",
-        &[(UNET, "attention_head_dim", json!(0))],
-        &[UNET, "`attention_head_dim` must be 1 to 16384, found 0"],
-    );
-    both_refuse(
-        "textheads0",
-        &[(TEXT, "num_attention_heads", json!(0))],
-        &[TEXT, "`num_attention_heads` must be 1 to 16384, found 0"],
-    );
+/// One changed key per case: (tag, file, key, value, what the error says).
+type Case<'a> = (&'a str, &'a str, &'a str, Value, &'a [&'a str]);
+
+fn each_refused(cases: &[Case]) {
+    for (tag, file, key, value, needles) in cases {
+        let mut all = vec![*file];
+        all.extend_from_slice(needles);
+        both_refuse(tag, &[(file, key, value.clone())], &all);
+    }
 }
 
 #[test]
-fn huge_widths_are_refused_before_anything_is_allocated() {
+fn zero_sizes_are_refused_not_divided_by() {
+    each_refused(&[
+        (
+            "heads0",
+            UNET,
+            "attention_head_dim",
+            json!(0),
+            &["`attention_head_dim` must be 1 to 16384, found 0"],
+        ),
+        (
+            "textheads0",
+            TEXT,
+            "num_attention_heads",
+            json!(0),
+            &["`num_attention_heads` must be 1 to 16384, found 0"],
+        ),
+        (
+            "groups0",
+            VAE,
+            "norm_num_groups",
+            json!(0),
+            &["`norm_num_groups` must be 1 to 16384, found 0"],
+        ),
+        (
+            "eps",
+            TEXT,
+            "layer_norm_eps",
+            json!(0.0),
+            &["`layer_norm_eps` must be positive and at most 1, found 0"],
+        ),
+    ]);
+}
+
+#[test]
+fn huge_sizes_are_refused_before_anything_is_allocated() {
+    each_refused(&[
+        (
+            "huge",
+            UNET,
+            "block_out_channels",
+            json!([1u64 << 30, 32, 32, 32]),
+            &["`block_out_channels` must be widths of 1 to 16384"],
+        ),
+        (
+            "hugevae",
+            VAE,
+            "latent_channels",
+            json!(1u64 << 40),
+            &["`latent_channels` must be 1 to 16384"],
+        ),
+        (
+            "hugesample",
+            UNET,
+            "sample_size",
+            json!(100_000),
+            &["`sample_size` must be 1 to 256, found 100000"],
+        ),
+    ]);
+}
+
+#[test]
+fn negative_and_mistyped_values_name_the_key() {
+    each_refused(&[
+        (
+            "negative",
+            UNET,
+            "layers_per_block",
+            json!(-1),
+            &["`layers_per_block` is -1", "expected usize"],
+        ),
+        (
+            "heads-neg",
+            UNET,
+            "attention_head_dim",
+            json!([-4, 4, 4, 4]),
+            &["`attention_head_dim` is [-4,4,4,4]", "a list of integers"],
+        ),
+    ]);
+}
+
+#[test]
+fn inconsistent_values_are_refused() {
+    each_refused(&[
+        (
+            "lists",
+            UNET,
+            "attention_head_dim",
+            json!([4, 4]),
+            &["`attention_head_dim` must be one value or a list of 4 (one per block level), found a list of 2"],
+        ),
+        (
+            "types",
+            UNET,
+            "down_block_types",
+            json!(["CrossAttnDownBlock2D", "DownBlock2D"]),
+            &["`down_block_types` must be a list of 4 (one per block_out_channels width), found a list of 2"],
+        ),
+        (
+            "heads-divide",
+            UNET,
+            "attention_head_dim",
+            json!(3),
+            &["`attention_head_dim` must be a divisor", "3 heads for width 16"],
+        ),
+        (
+            "tiles",
+            VAE,
+            "sample_size",
+            json!(60),
+            &["`sample_size` must be a multiple of the VAE's scale factor 8, found 60"],
+        ),
+        (
+            "scale-shift",
+            UNET,
+            "resnet_time_scale_shift",
+            json!("scale_shift"),
+            &["`resnet_time_scale_shift` is \"scale_shift\"", "\"default\""],
+        ),
+    ]);
+    // Each file is valid on its own; together they disagree.
     both_refuse(
-        "huge",
-        &[(UNET, "block_out_channels", json!([1u64 << 30, 32, 32, 32]))],
-        &[UNET, "`block_out_channels` must be widths of 1 to 16384"],
-    );
-    both_refuse(
-        "hugevae",
-        &[(VAE, "latent_channels", json!(1u64 << 40))],
-        &[VAE, "`latent_channels` must be 1 to 16384"],
+        "latents",
+        &[(VAE, "latent_channels", json!(8))],
+        &["latent_channels", "the UNet maps 4 to 4 latent channels", "has 8"],
     );
 }
 
@@ -192,89 +303,6 @@ fn widths_within_bounds_that_the_weights_lack_cost_no_memory() {
             "wrong shape",
             "conv_in.weight expected [16384, 4, 3, 3] found [16, 4, 3, 3]",
             "component config.json files",
-        ],
-    );
-}
-
-#[test]
-fn inconsistent_lists_are_refused() {
-    both_refuse(
-        "lists",
-        &[
-            (UNET, "attention_head_dim", json!([4, 4])),
-            (
-                UNET,
-                "down_block_types",
-                json!(["CrossAttnDownBlock2D", "DownBlock2D"]),
-            ),
-        ],
-        &[
-            UNET,
-            "`down_block_types` must be a list of 4 (one per block_out_channels width), found a list of 2",
-            "`attention_head_dim` must be one value or a list of 4",
-        ],
-    );
-    both_refuse(
-        "heads-divide",
-        &[(UNET, "attention_head_dim", json!(3))],
-        &[
-            UNET,
-            "`attention_head_dim` must be a divisor",
-            "3 heads for width 16",
-        ],
-    );
-}
-
-#[test]
-fn zero_and_negative_values_name_the_key() {
-    both_refuse(
-        "negative",
-        &[(UNET, "layers_per_block", json!(-1))],
-        &[UNET, "`layers_per_block` is -1", "expected usize"],
-    );
-    both_refuse(
-        "groups0",
-        &[(VAE, "norm_num_groups", json!(0))],
-        &[VAE, "`norm_num_groups` must be 1 to 16384, found 0"],
-    );
-    both_refuse(
-        "heads-neg",
-        &[(UNET, "attention_head_dim", json!([-4, 4, 4, 4]))],
-        &[UNET, "`attention_head_dim` is [-4,4,4,4]", "a list of integers"],
-    );
-    both_refuse(
-        "eps",
-        &[(TEXT, "layer_norm_eps", json!(0.0))],
-        &[TEXT, "`layer_norm_eps` must be positive and at most 1, found 0"],
-    );
-    both_refuse(
-        "tiles",
-        &[(VAE, "sample_size", json!(60))],
-        &[
-            VAE,
-            "`sample_size` must be a multiple of the VAE's scale factor 8, found 60",
-        ],
-    );
-}
-
-#[test]
-fn components_that_disagree_are_refused() {
-    both_refuse(
-        "latents",
-        &[(VAE, "latent_channels", json!(8))],
-        &["latent_channels", "the UNet maps 4 to 4 latent channels", "has 8"],
-    );
-}
-
-#[test]
-fn each_unsupported_key_is_named() {
-    both_refuse(
-        "scale-shift",
-        &[(UNET, "resnet_time_scale_shift", json!("scale_shift"))],
-        &[
-            UNET,
-            "`resnet_time_scale_shift` is \"scale_shift\"",
-            "\"default\"",
         ],
     );
 }

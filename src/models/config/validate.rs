@@ -280,8 +280,12 @@ pub(super) fn clip(c: &ClipConfig, path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn message(r: Result<()>) -> String {
-        r.unwrap_err().to_string()
+    /// Asserts `r` failed with every needle in its message.
+    fn refused(r: Result<()>, needles: &[&str]) {
+        let e = r.unwrap_err().to_string();
+        for needle in needles {
+            assert!(e.contains(needle), "{needle:?} not in: {e}");
+        }
     }
 
     #[test]
@@ -291,93 +295,95 @@ mod tests {
             norm_num_groups: 0,
             ..Default::default()
         };
-        let e = message(c.validate(Path::new("unet/config.json")));
-        assert!(e.starts_with("unet/config.json: invalid UNet config:"), "{e}");
-        assert!(
-            e.contains("`attention_head_dim` must be 1 to 16384, found 0"),
-            "{e}"
+        refused(
+            c.validate(Path::new("unet/config.json")),
+            &[
+                "unet/config.json: invalid UNet config:",
+                "`attention_head_dim` must be 1 to 16384, found 0",
+                "`norm_num_groups` must be 1 to 16384, found 0",
+            ],
         );
-        assert!(e.contains("`norm_num_groups` must be 1 to 16384, found 0"), "{e}");
     }
 
     #[test]
     fn sizes_are_bounded_and_lists_consistent() {
-        let c = UNetConfig {
+        let huge = UNetConfig {
             block_out_channels: vec![1 << 30; 4],
             transformer_layers_per_block: PerLevel::Each(vec![1, 1]),
             ..Default::default()
         };
-        let e = message(c.validate(Path::new("u.json")));
-        assert!(
-            e.contains("`block_out_channels` must be widths of 1 to 16384"),
-            "{e}"
+        refused(
+            huge.validate(Path::new("u.json")),
+            &[
+                "`block_out_channels` must be widths of 1 to 16384",
+                "`transformer_layers_per_block` must be one value or a list of 4",
+            ],
         );
-        assert!(
-            e.contains("`transformer_layers_per_block` must be one value or a list of 4"),
-            "{e}"
-        );
-        let c = UNetConfig {
+        // SD 2.x's per-level heads divide its widths.
+        let sd2_heads = UNetConfig {
             num_attention_heads: Some(PerLevel::Each(vec![5, 10, 20, 20])),
-            block_out_channels: vec![320, 640, 1280, 1280],
             ..Default::default()
         };
-        c.validate(Path::new("u.json")).unwrap();
-        let c = UNetConfig {
+        sd2_heads.validate(Path::new("u.json")).unwrap();
+        let bad_heads = UNetConfig {
             num_attention_heads: Some(PerLevel::Each(vec![3, 10, 20, 20])),
             ..Default::default()
         };
-        let e = message(c.validate(Path::new("u.json")));
-        assert!(e.contains("`num_attention_heads` must be a divisor"), "{e}");
-        assert!(e.contains("3 heads for width 320"), "{e}");
-        let c = UNetConfig {
+        refused(
+            bad_heads.validate(Path::new("u.json")),
+            &["`num_attention_heads` must be a divisor", "3 heads for width 320"],
+        );
+        let short = UNetConfig {
             up_block_types: vec!["UpBlock2D".into(); 3],
             ..Default::default()
         };
-        let e = message(c.validate(Path::new("u.json")));
-        assert!(e.contains("`up_block_types` must be a list of 4"), "{e}");
+        refused(
+            short.validate(Path::new("u.json")),
+            &["`up_block_types` must be a list of 4"],
+        );
     }
 
     #[test]
     fn vae_and_text_encoder_values() {
-        let c = VaeConfig {
+        let vae = VaeConfig {
             sample_size: 500,
             scaling_factor: f64::NAN,
             ..Default::default()
         };
-        let e = message(c.validate(Path::new("vae/config.json")));
-        assert!(
-            e.contains("`sample_size` must be a multiple of the VAE's scale factor 8, found 500"),
-            "{e}"
+        refused(
+            vae.validate(Path::new("vae/config.json")),
+            &[
+                "`sample_size` must be a multiple of the VAE's scale factor 8, found 500",
+                "`scaling_factor` must be positive",
+            ],
         );
-        assert!(e.contains("`scaling_factor` must be positive"), "{e}");
-        let c = VaeConfig {
+        let no_levels = VaeConfig {
             block_out_channels: vec![],
             ..Default::default()
         };
-        let e = message(c.validate(Path::new("vae/config.json")));
-        assert!(
-            e.contains("`block_out_channels` must be a list of 1 to 8 widths, found a list of 0"),
-            "{e}"
+        refused(
+            no_levels.validate(Path::new("vae/config.json")),
+            &["`block_out_channels` must be a list of 1 to 8 widths, found a list of 0"],
         );
-        let c = ClipConfig {
+        let clip = ClipConfig {
             num_attention_heads: 0,
             max_position_embeddings: 10,
             ..Default::default()
         };
-        let e = message(c.validate(Path::new("text_encoder/config.json")));
-        assert!(
-            e.contains("`num_attention_heads` must be 1 to 16384, found 0"),
-            "{e}"
+        refused(
+            clip.validate(Path::new("text_encoder/config.json")),
+            &[
+                "`num_attention_heads` must be 1 to 16384, found 0",
+                "`max_position_embeddings` must be 77 to 4096, found 10",
+            ],
         );
-        assert!(
-            e.contains("`max_position_embeddings` must be 77 to 4096, found 10"),
-            "{e}"
-        );
-        let c = ClipConfig {
+        let clip = ClipConfig {
             num_attention_heads: 5,
             ..Default::default()
         };
-        let e = message(c.validate(Path::new("t.json")));
-        assert!(e.contains("a divisor of hidden_size 768, found 5"), "{e}");
+        refused(
+            clip.validate(Path::new("t.json")),
+            &["a divisor of hidden_size 768, found 5"],
+        );
     }
 }
