@@ -13,9 +13,9 @@
 //! and gives users one complete message instead of the first missing key.
 //!
 //! Shapes are compared with what the source declares before anything is read
-//! or allocated, and a placeholder holds no data (see [`placeholder`]): a
+//! or allocated, and a placeholder holds no data (see `placeholder`): a
 //! config that asks for absurd sizes costs nothing before it is reported. A
-//! builder made by [`VarBuilder::shapes_only`] reads nothing at all, so a
+//! builder made by `VarBuilder::shapes_only` reads nothing at all, so a
 //! checkpoint can be checked against its configs before loading.
 
 use std::collections::{BTreeSet, HashMap};
@@ -220,7 +220,7 @@ impl VarBuilder {
 
     /// Compares the names and shapes a model asks for with those `source`
     /// declares, reading no tensor data: every tensor it returns is a
-    /// [`placeholder`], so the model built from it must be dropped once
+    /// `placeholder`, so the model built from it must be dropped once
     /// `finish` has reported (the models' `check` functions do this).
     pub(crate) fn shapes_only(source: Arc<dyn TensorSource>) -> VarBuilder {
         VarBuilder {

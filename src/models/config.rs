@@ -5,7 +5,7 @@
 //! Unknown keys are ignored (diffusers adds many that keep their defaults);
 //! keys that would change the architecture to one we do not implement are
 //! refused by `validate` with a message naming the key, and every size is
-//! checked (positive, consistent, bounded: [`validate`]) before a model is
+//! checked (positive, consistent, bounded: `config/validate.rs`) before a model is
 //! built from it.
 //!
 //! Precision keys need nothing: `upcast_attention` (SD 2.1: attention scores
@@ -157,7 +157,7 @@ impl UNetConfig {
     }
 
     /// Refuses configurations this implementation does not run, then checks
-    /// every size the UNet is built from ([`validate`]).
+    /// every size the UNet is built from (`config/validate.rs`).
     pub fn validate(&self, path: &Path) -> Result<()> {
         self.supported(path)?;
         validate::unet(self, path)
@@ -295,7 +295,7 @@ impl VaeConfig {
     }
 
     /// Refuses VAEs other than SD's kind, then checks every size the VAE is
-    /// built from ([`validate`]).
+    /// built from (`config/validate.rs`).
     pub fn validate(&self, path: &Path) -> Result<()> {
         let ok_types = self.down_block_types.iter().all(|t| t == "DownEncoderBlock2D")
             && self.up_block_types.iter().all(|t| t == "UpDecoderBlock2D");
@@ -344,7 +344,7 @@ impl Default for ClipConfig {
 
 impl ClipConfig {
     /// Refuses activations other than CLIP's, then checks every size the
-    /// encoder is built from ([`validate`]).
+    /// encoder is built from (`config/validate.rs`).
     pub fn validate(&self, path: &Path) -> Result<()> {
         if !matches!(self.hidden_act.as_str(), "quick_gelu" | "gelu") {
             return Err(Error::Unsupported(format!(
