@@ -1,4 +1,4 @@
-//! Fault and misuse cases of issue 14, each reproduced and checked against
-//! the fixed behaviour. One module per area.
+//! Bad input and faults (issue 14), one module per area.
 
 mod device;
+mod models;
