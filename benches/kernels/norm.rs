@@ -1,5 +1,5 @@
-//! Norm and layout kernels are bandwidth bound: GB/s counts the bytes the op
-//! must move, x read once and y written once. (The norm kernels read x twice,
+//! Norm kernels are bandwidth bound: GB/s counts the bytes the op must move,
+//! x read once and y written once. (The norm kernels read x twice,
 //! for the statistics and to normalise; the second read is often served by
 //! the cache, so DRAM traffic is between 1x and 1.5x the figure's bytes.)
 //!
@@ -8,7 +8,6 @@
 //! tree, "wg"); the sg line gives the ratio measured in the same run.
 
 use sd_wgpu::gpu::{AdapterPreference, GpuContext, GpuOptions};
-use sd_wgpu::ops::Variant;
 use sd_wgpu::{DType, Device};
 
 use crate::common::{report, Bench};
@@ -57,7 +56,7 @@ fn group_norm(b: &Bench, shape: &[usize], dt: DType) -> f64 {
     let (gamma, beta) = (b.rand(&[shape[1]], dt), b.rand(&[shape[1]], dt));
     // Every timed output stays alive until the sync: fewer of the VAE's 128 MiB.
     let iters = if x.size_in_bytes() > 64 << 20 { 5 } else { 20 };
-    b.time(b.iters(iters), || x.group_norm(32, 1e-6, &gamma, &beta, true))
+    b.time(b.iters(iters), || x.group_norm_silu(32, 1e-6, &gamma, &beta))
 }
 
 fn layer_norm(b: &Bench, shape: &[usize], dt: DType) -> f64 {
@@ -100,39 +99,5 @@ pub fn run(b: &Bench) {
     }
     for (shape, dt) in cases {
         sg_vs_wg(&both, "layer_norm", dt, &shape, layer_norm);
-    }
-    // The transformer's way in and out: [B, C, H, W] <-> [B, HW, C].
-    for dt in [DType::F16, DType::F32] {
-        if b.short && dt == DType::F32 {
-            continue;
-        }
-        let x = b.rand(&[2, 320, 64, 64], dt);
-        let y = x.reshape(&[2, 320, 4096]).permute(&[0, 2, 1]);
-        let bytes = (2 * x.size_in_bytes()) as f64;
-        for (t, perm, shape) in [
-            (&x, &[0, 2, 3, 1][..], "[2, 320, 64, 64] -> [0, 2, 3, 1]"),
-            (&y, &[0, 2, 1][..], "[2, 4096, 320] -> [0, 2, 1]"),
-        ] {
-            let naive = b.time(b.iters(20), || t.permute_variant(perm, Variant::Naive));
-            let s = b.time(b.iters(20), || t.permute(perm));
-            report(
-                "permute",
-                "naive",
-                shape,
-                naive,
-                bytes / naive / 1e9,
-                "GB/s",
-                None,
-            );
-            report(
-                "permute",
-                dt.name(),
-                shape,
-                s,
-                bytes / s / 1e9,
-                "GB/s",
-                Some(naive),
-            );
-        }
     }
 }

@@ -9,6 +9,6 @@ mod preprocess;
 pub mod ops;
 
 pub use context::{list_adapters, AdapterPreference, Capabilities, GpuContext, GpuOptions};
-pub use kernel::{f32_word, grid_1d, Binding, Dispatch, Kernel, Shader};
+pub use kernel::{grid_1d, Binding, Dispatch, Kernel, Shader};
 pub use pool::{GpuBuffer, MemoryStats};
 pub use preprocess::{assemble, Define};
