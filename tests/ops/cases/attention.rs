@@ -16,10 +16,7 @@ use sd_wgpu::DType;
 /// 5e-10, measured <= 8e-10. f16 bound 1e-8. Both stay below what a lost key
 /// among 4096 gives (~6e-8) or a wrong row among 4096 (~2e-4).
 pub fn max_nmse(dt: DType) -> f64 {
-    match dt {
-        DType::F32 => 1e-10,
-        DType::F16 => 1e-8,
-    }
+    super::bound(dt, 1e-10, 1e-8)
 }
 
 /// One attention problem.

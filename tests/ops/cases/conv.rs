@@ -7,10 +7,7 @@ use sd_wgpu::DType;
 /// ~K * 3.6e-15 < 1e-11 for K <= 2880; f16: same f16 inputs, f32
 /// accumulation, output rounding only).
 pub fn max_nmse(dt: DType) -> f64 {
-    match dt {
-        DType::F32 => 1e-10,
-        DType::F16 => 1e-6,
-    }
+    super::bound(dt, 1e-10, 1e-6)
 }
 
 /// One convolution: input, weight, stride, padding, and what is fused.

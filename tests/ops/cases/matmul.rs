@@ -12,10 +12,7 @@ use sd_wgpu::DType;
 /// results differ only when two nearly equal f32 sums round to neighbouring
 /// f16 values (2^-11 relative): NMSE < 2.4e-7 even if every output did.
 pub fn max_nmse(dt: DType) -> f64 {
-    match dt {
-        DType::F32 => 1e-10,
-        DType::F16 => 1e-6,
-    }
+    super::bound(dt, 1e-10, 1e-6)
 }
 
 /// One linear layer.

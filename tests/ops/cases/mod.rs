@@ -8,4 +8,16 @@
 
 pub mod attention;
 pub mod conv;
+pub mod elementwise;
 pub mod matmul;
+pub mod norm;
+
+use sd_wgpu::DType;
+
+/// An NMSE bound by the dtype of the result.
+pub fn bound(dtype: DType, f32_bound: f64, f16_bound: f64) -> f64 {
+    match dtype {
+        DType::F32 => f32_bound,
+        DType::F16 => f16_bound,
+    }
+}
