@@ -23,6 +23,7 @@ const SHORT: [(DType, Conv); 2] = [
     (
         DType::F16,
         Conv {
+            what: "unet resnet, 1x16x16",
             x: [1, 320, 16, 16],
             ..sd::UNET_RESNET_64
         },
@@ -30,6 +31,7 @@ const SHORT: [(DType, Conv); 2] = [
     (
         DType::F32,
         Conv {
+            what: "vae dec, 32x32",
             x: [1, 128, 32, 32],
             ..sd::VAE_DEC_512
         },
