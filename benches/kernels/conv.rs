@@ -1,25 +1,41 @@
-//! Conv2d at the UNet's and the VAE decoder's 3x3 shapes: the rate counts
-//! 2 * N * C_out * H_out * W_out * C_in * kh * kw FLOP.
+//! Conv2d at the UNet's and the VAE decoder's 3x3 shapes
+//! (`tests/ops/cases/conv.rs`): the rate counts 2 * N * C_out * H_out *
+//! W_out * C_in * kh * kw FLOP.
 
 use sd_wgpu::ops::{ConvOpts, Variant};
 use sd_wgpu::{DType, Device};
 
+use crate::cases::conv::{self as sd, Conv};
 use crate::common::{report, time_cpu, Bench};
 
-/// `(dtype, [N, C_in, H, W], C_out)`, 3x3, stride 1, padding 1, bias: the
-/// UNet's resnet convs at each level for a 64x64 latent with CFG (f16), the
-/// VAE decoder at its 128x128 and 512x512 levels for a 512x512 image (f32,
-/// as the VAE runs by default).
-const FULL: [(DType, [usize; 4], usize); 5] = [
-    (DType::F16, [2, 320, 64, 64], 320),
-    (DType::F16, [2, 640, 32, 32], 640),
-    (DType::F16, [2, 1280, 16, 16], 1280),
-    (DType::F32, [1, 512, 128, 128], 512),
-    (DType::F32, [1, 128, 512, 512], 128),
+/// The UNet's resnet convs at each level for a 64x64 latent with CFG (f16),
+/// the VAE decoder at its 128x128 and 512x512 levels for a 512x512 image
+/// (f32, as the VAE runs by default).
+const FULL: [(DType, Conv); 5] = [
+    (DType::F16, sd::UNET_RESNET_64),
+    (DType::F16, sd::UNET_RESNET_32),
+    (DType::F16, sd::UNET_RESNET_16),
+    (DType::F32, sd::VAE_DEC_128),
+    (DType::F32, sd::VAE_DEC_512),
 ];
-const SHORT: [(DType, [usize; 4], usize); 2] = [
-    (DType::F16, [1, 320, 16, 16], 320),
-    (DType::F32, [1, 128, 32, 32], 128),
+/// The UNet's first level at batch 1 and 16x16, the VAE's last at 32x32.
+const SHORT: [(DType, Conv); 2] = [
+    (
+        DType::F16,
+        Conv {
+            what: "unet resnet, 1x16x16",
+            x: [1, 320, 16, 16],
+            ..sd::UNET_RESNET_64
+        },
+    ),
+    (
+        DType::F32,
+        Conv {
+            what: "vae dec, 32x32",
+            x: [1, 128, 32, 32],
+            ..sd::VAE_DEC_512
+        },
+    ),
 ];
 
 /// Largest convolution (FLOP) the naive kernel is timed at on a software
@@ -27,14 +43,21 @@ const SHORT: [(DType, [usize; 4], usize); 2] = [
 const NAIVE_MAX_SOFTWARE: f64 = 1e9;
 
 pub fn run(b: &Bench) {
-    let shapes: &[(DType, [usize; 4], usize)] = if b.short { &SHORT } else { &FULL };
-    for &(dt, xs, c_out) in shapes {
-        let x = b.rand(&xs, dt);
-        let w = b.rand(&[c_out, xs[1], 3, 3], dt);
-        let bias = b.rand(&[c_out], dt);
-        let opts = ConvOpts::new(1, 1, Some(&bias));
-        let flops = 2.0 * (xs[0] * c_out * xs[2] * xs[3] * xs[1] * 9) as f64;
-        let shape = format!("{} {xs:?} 3x3 -> {c_out}", dt.name());
+    let cases: &[(DType, Conv)] = if b.short { &SHORT } else { &FULL };
+    for &(dt, case) in cases {
+        let x = b.rand(&case.x, dt);
+        let w = b.rand(&case.w, dt);
+        let bias = case.bias.then(|| b.rand(&[case.w[0]], dt));
+        let [ho, wo] = case.out_hw();
+        let residual = case.residual.then(|| b.rand(&[case.x[0], case.w[0], ho, wo], dt));
+        let opts = ConvOpts {
+            stride: case.stride,
+            padding: case.pad,
+            bias: bias.as_ref(),
+            residual: residual.as_ref(),
+        };
+        let flops = case.flops();
+        let shape = format!("{} {} {:?} -> {}", dt.name(), case.what, case.x, case.w[0]);
         let iters = b.iters(((4e10 / flops) as usize).clamp(1, 20));
         let naive = (!b.ctx.caps().software || flops <= NAIVE_MAX_SOFTWARE)
             .then(|| b.time(iters.min(2), || x.conv2d_variant(&w, &opts, Variant::Naive)));
@@ -52,16 +75,30 @@ pub fn run(b: &Bench) {
 /// The CPU twin, which is also the CPU backend, at the UNet's first level
 /// (an eighth of it in short mode).
 fn cpu_backend(b: &Bench) {
-    let xs = if b.short {
-        [1, 320, 32, 32]
+    let case = if b.short {
+        Conv {
+            x: [1, 320, 32, 32],
+            ..sd::UNET_RESNET_64
+        }
     } else {
-        [2, 320, 64, 64]
+        sd::UNET_RESNET_64
     };
     let cpu = |t: sd_wgpu::Tensor| t.to_device(&Device::Cpu).expect("read back");
-    let x = cpu(b.rand(&xs, DType::F32));
-    let w = cpu(b.rand(&[320, 320, 3, 3], DType::F32));
+    let x = cpu(b.rand(&case.x, DType::F32));
+    let w = cpu(b.rand(&case.w, DType::F32));
     let s = time_cpu(b.iters(3), || x.conv2d(&w, &ConvOpts::new(1, 1, None)));
-    let flops = 2.0 * (xs[0] * 320 * xs[2] * xs[3] * 320 * 9) as f64;
-    let shape = format!("f32 {xs:?} 3x3 -> 320, {} threads", rayon::current_num_threads());
-    report("conv2d", "cpu", &shape, s, flops / s / 1e9, "GFLOP/s", None);
+    let shape = format!(
+        "f32 {:?} 3x3 -> 320, {} threads",
+        case.x,
+        rayon::current_num_threads()
+    );
+    report(
+        "conv2d",
+        "cpu",
+        &shape,
+        s,
+        case.flops() / s / 1e9,
+        "GFLOP/s",
+        None,
+    );
 }

@@ -1,40 +1,37 @@
-//! Element-wise kernels are bandwidth bound: report GB/s (bytes read + written).
+//! Element-wise kernels are bandwidth bound: report GB/s (bytes read +
+//! written) at the SD shapes of `tests/ops/cases/elementwise.rs`.
 
 use sd_wgpu::DType;
 
+use crate::cases::elementwise::{ACT_64, ACT_8, GEGLU_64};
 use crate::common::{report, Bench};
 
 pub fn run(b: &Bench) {
+    let acts = if b.short { &[ACT_64][..] } else { &[ACT_64, ACT_8] };
     for dt in [DType::F32, DType::F16] {
-        for shape in [[2usize, 320, 64, 64], [2, 1280, 8, 8]] {
-            if b.short && shape[1] == 1280 {
-                continue;
-            }
-            let x = b.rand(&shape, dt);
-            let n: usize = shape.iter().product();
+        for act in acts {
+            let x = b.rand(act.x, dt);
             let s = b.time(b.iters(20), || x.silu());
-            let bytes = (2 * n * dt.size()) as f64;
             report(
                 "silu",
                 dt.name(),
-                &format!("{shape:?}"),
+                &format!("{:?}", act.x),
                 s,
-                bytes / s / 1e9,
-                "GB/s",
-                None,
-            );
-            let g = b.rand(&[2, 4096, 2560], dt);
-            let s = b.time(b.iters(20), || g.geglu());
-            let bytes = (3 * 2 * 4096 * 1280 * dt.size()) as f64;
-            report(
-                "geglu",
-                dt.name(),
-                "[2, 4096, 2560]",
-                s,
-                bytes / s / 1e9,
+                act.unary_bytes(dt) / s / 1e9,
                 "GB/s",
                 None,
             );
         }
+        let g = b.rand(GEGLU_64.x, dt);
+        let s = b.time(b.iters(20), || g.geglu());
+        report(
+            "geglu",
+            dt.name(),
+            &format!("{:?}", GEGLU_64.x),
+            s,
+            GEGLU_64.geglu_bytes(dt) / s / 1e9,
+            "GB/s",
+            None,
+        );
     }
 }

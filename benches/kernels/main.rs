@@ -2,15 +2,21 @@
 //!
 //! `cargo bench --bench kernels` runs everything; `-- --short` keeps only a
 //! few shapes and iterations (under a minute on llvmpipe); a further word
-//! filters families (`-- --short matmul`). Each line prints the shape, the
-//! time per call (GPU timestamps when the adapter has them, else wall-clock
-//! after a device sync), TFLOP/s or GB/s, and the naive/tuned ratio measured
-//! in the same run.
+//! filters families (`-- --short matmul`; elementwise, matmul, conv, norm,
+//! layout, attention). Each line prints the shape, the time per call (GPU
+//! timestamps when the adapter has them, else wall-clock after a device
+//! sync), TFLOP/s or GB/s, and the naive/tuned ratio measured in the same
+//! run. The SD shapes come from the op suite's tables (`tests/ops/cases/`).
 
 mod attention;
+// The shape tables shared with the op tests; each target uses its part.
+#[allow(dead_code)]
+#[path = "../../tests/ops/cases/mod.rs"]
+mod cases;
 mod common;
 mod conv;
 mod elementwise;
+mod layout;
 mod matmul;
 mod norm;
 
@@ -33,6 +39,9 @@ fn main() {
     }
     if want("norm") {
         norm::run(&bench);
+    }
+    if want("layout") {
+        layout::run(&bench);
     }
     if want("attention") {
         attention::run(&bench);

@@ -1,5 +1,5 @@
-//! Norm and layout kernels are bandwidth bound: GB/s counts the bytes the op
-//! must move, x read once and y written once. (The norm kernels read x twice,
+//! Norm kernels are bandwidth bound: GB/s counts the bytes the op must move,
+//! x read once and y written once. (The norm kernels read x twice,
 //! for the statistics and to normalise; the second read is often served by
 //! the cache, so DRAM traffic is between 1x and 1.5x the figure's bytes.)
 //!
@@ -8,9 +8,9 @@
 //! tree, "wg"); the sg line gives the ratio measured in the same run.
 
 use sd_wgpu::gpu::{AdapterPreference, GpuContext, GpuOptions};
-use sd_wgpu::ops::Variant;
 use sd_wgpu::{DType, Device};
 
+use crate::cases::norm::{self as sd, bytes, GroupNorm, LayerNorm};
 use crate::common::{report, Bench};
 
 /// The same adapter with subgroups off.
@@ -28,9 +28,9 @@ fn without_subgroups(b: &Bench) -> Bench {
 }
 
 /// Seconds per call of `time` on both contexts; prints the two lines.
-fn sg_vs_wg(both: &[Bench; 2], family: &str, dt: DType, shape: &[usize], time: Timer) {
-    let secs = both.each_ref().map(|b| time(b, shape, dt));
-    let bytes = (2 * shape.iter().product::<usize>() * dt.size()) as f64;
+fn sg_vs_wg<C: Copy>(both: &[Bench; 2], family: &str, dt: DType, shape: &[usize], case: C, time: Timer<C>) {
+    let secs = both.each_ref().map(|b| time(b, case, dt));
+    let bytes = bytes(shape, dt);
     for (i, tag) in ["sg", "wg"].iter().enumerate() {
         let note = match (i, both[0].ctx.caps().subgroups) {
             (0, true) => format!(" sg x{:.2} vs wg", secs[1] / secs[0]),
@@ -49,22 +49,27 @@ fn sg_vs_wg(both: &[Bench; 2], family: &str, dt: DType, shape: &[usize], time: T
     }
 }
 
-type Timer = fn(&Bench, &[usize], DType) -> f64;
+type Timer<C> = fn(&Bench, C, DType) -> f64;
 
-/// Group norm with 32 groups and SiLU, as in every UNet / VAE resnet.
-fn group_norm(b: &Bench, shape: &[usize], dt: DType) -> f64 {
-    let x = b.rand(shape, dt);
-    let (gamma, beta) = (b.rand(&[shape[1]], dt), b.rand(&[shape[1]], dt));
+fn group_norm(b: &Bench, c: GroupNorm, dt: DType) -> f64 {
+    let x = b.rand(&c.x, dt);
+    let (gamma, beta) = (b.rand(&[c.x[1]], dt), b.rand(&[c.x[1]], dt));
     // Every timed output stays alive until the sync: fewer of the VAE's 128 MiB.
     let iters = if x.size_in_bytes() > 64 << 20 { 5 } else { 20 };
-    b.time(b.iters(iters), || x.group_norm(32, 1e-6, &gamma, &beta, true))
+    b.time(b.iters(iters), || {
+        if c.silu {
+            x.group_norm_silu(c.groups, c.eps, &gamma, &beta)
+        } else {
+            x.group_norm(c.groups, c.eps, &gamma, &beta)
+        }
+    })
 }
 
-fn layer_norm(b: &Bench, shape: &[usize], dt: DType) -> f64 {
-    let d = shape[shape.len() - 1];
-    let x = b.rand(shape, dt);
+fn layer_norm(b: &Bench, c: LayerNorm, dt: DType) -> f64 {
+    let d = c.x[2];
+    let x = b.rand(&c.x, dt);
     let (gamma, beta) = (b.rand(&[d], dt), b.rand(&[d], dt));
-    b.time(b.iters(20), || x.layer_norm(&gamma, &beta, 1e-5))
+    b.time(b.iters(20), || x.layer_norm(&gamma, &beta, c.eps))
 }
 
 pub fn run(b: &Bench) {
@@ -79,60 +84,26 @@ pub fn run(b: &Bench) {
     // Group norm: UNet resnets (64x64 and 8x8 latents, batch 2 for CFG), the
     // VAE decoder's mid block at 512^2 (64x64 latent) and its up-blocks.
     let mut cases = vec![
-        ([2, 320, 64, 64], DType::F16),
-        ([2, 320, 64, 64], DType::F32),
-        ([1, 512, 64, 64], DType::F32),
+        (sd::UNET_RESNET_64, DType::F16),
+        (sd::UNET_RESNET_64, DType::F32),
+        (sd::VAE_MID_64, DType::F32),
     ];
     if !b.short {
         cases.extend([
-            ([2, 1280, 8, 8], DType::F16),
-            ([1, 256, 256, 256], DType::F32),
-            ([1, 128, 512, 512], DType::F32),
+            (sd::UNET_RESNET_8, DType::F16),
+            (sd::VAE_UP_256, DType::F32),
+            (sd::VAE_UP_512, DType::F32),
         ]);
     }
-    for (shape, dt) in cases {
-        sg_vs_wg(&both, "group_norm", dt, &shape, group_norm);
+    for (c, dt) in cases {
+        sg_vs_wg(&both, "group_norm", dt, &c.x, c, group_norm);
     }
     // Layer norm: UNet transformer rows at 64x64 (320 wide), CLIP (768 wide).
-    let mut cases = vec![(vec![2, 4096, 320], DType::F16)];
+    let mut cases = vec![(sd::UNET_TRANSFORMER_64, DType::F16)];
     if !b.short {
-        cases.extend([(vec![2, 4096, 320], DType::F32), (vec![2, 77, 768], DType::F16)]);
+        cases.extend([(sd::UNET_TRANSFORMER_64, DType::F32), (sd::CLIP, DType::F16)]);
     }
-    for (shape, dt) in cases {
-        sg_vs_wg(&both, "layer_norm", dt, &shape, layer_norm);
-    }
-    // The transformer's way in and out: [B, C, H, W] <-> [B, HW, C].
-    for dt in [DType::F16, DType::F32] {
-        if b.short && dt == DType::F32 {
-            continue;
-        }
-        let x = b.rand(&[2, 320, 64, 64], dt);
-        let y = x.reshape(&[2, 320, 4096]).permute(&[0, 2, 1]);
-        let bytes = (2 * x.size_in_bytes()) as f64;
-        for (t, perm, shape) in [
-            (&x, &[0, 2, 3, 1][..], "[2, 320, 64, 64] -> [0, 2, 3, 1]"),
-            (&y, &[0, 2, 1][..], "[2, 4096, 320] -> [0, 2, 1]"),
-        ] {
-            let naive = b.time(b.iters(20), || t.permute_variant(perm, Variant::Naive));
-            let s = b.time(b.iters(20), || t.permute(perm));
-            report(
-                "permute",
-                "naive",
-                shape,
-                naive,
-                bytes / naive / 1e9,
-                "GB/s",
-                None,
-            );
-            report(
-                "permute",
-                dt.name(),
-                shape,
-                s,
-                bytes / s / 1e9,
-                "GB/s",
-                Some(naive),
-            );
-        }
+    for (c, dt) in cases {
+        sg_vs_wg(&both, "layer_norm", dt, &c.x, c, layer_norm);
     }
 }

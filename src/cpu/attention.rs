@@ -1,5 +1,5 @@
-//! CPU twin of `shaders/attention.wgsl`: per (batch, head, query) a full
-//! score row, max-subtracted softmax in f32, then P V.
+//! CPU twin of the attention kernels (`shaders/attention_*.wgsl`): per
+//! (batch, head, query) a full score row, max-subtracted softmax in f32, then P V.
 
 use rayon::prelude::*;
 
@@ -46,22 +46,4 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Te
         }
     });
     Tensor::cpu_from_f32(out, q.shape(), q.dtype())
-}
-
-pub fn softmax_last(x: &Tensor) -> Tensor {
-    let xv = x.cpu_data().to_f32();
-    let d = x.dim(-1);
-    let mut out = vec![0.0f32; xv.len()];
-    out.par_chunks_mut(d).zip(xv.par_chunks(d)).for_each(|(o, v)| {
-        let mx = v.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut sum = 0.0;
-        for (ov, &xv) in o.iter_mut().zip(v) {
-            *ov = (xv - mx).exp();
-            sum += *ov;
-        }
-        for ov in o.iter_mut() {
-            *ov /= sum;
-        }
-    });
-    Tensor::cpu_from_f32(out, x.shape(), x.dtype())
 }

@@ -46,7 +46,7 @@ pub struct Dispatch<'a> {
     pub kernel: Kernel,
     pub dtype: DType,
     pub defines: &'a [Define],
-    /// Uniform block contents, 32-bit words (u32 or f32 bits), <= 64 words.
+    /// Uniform block contents as 32-bit words (`Params::words`), <= 64 words.
     pub params: &'a [u32],
     pub inputs: &'a [Binding<'a>],
     pub outputs: &'a [Binding<'a>],
@@ -63,11 +63,6 @@ pub fn grid_1d(n: u32, max_dim: u32) -> [u32; 3] {
         let y = n.div_ceil(max_dim);
         [n.div_ceil(y), y, 1]
     }
-}
-
-/// f32 as the u32 word the uniform block carries.
-pub fn f32_word(x: f32) -> u32 {
-    x.to_bits()
 }
 
 #[cfg(test)]

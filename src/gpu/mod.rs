@@ -17,6 +17,6 @@ pub mod ops;
 
 pub use adapter::{is_software, list_adapters, pick_adapter, AdapterPreference};
 pub use context::{Capabilities, GpuContext, GpuOptions};
-pub use kernel::{f32_word, grid_1d, Binding, Dispatch, Kernel, Shader};
+pub use kernel::{grid_1d, Binding, Dispatch, Kernel, Shader};
 pub use pool::{GpuBuffer, MemoryStats};
 pub use preprocess::{assemble, Define};

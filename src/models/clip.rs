@@ -27,10 +27,10 @@ struct ClipAttention {
 impl ClipAttention {
     fn new(vb: &VarBuilder, d: usize, heads: usize) -> ClipAttention {
         ClipAttention {
-            q_proj: Linear::new(&vb.pp("q_proj"), d, d, true),
-            k_proj: Linear::new(&vb.pp("k_proj"), d, d, true),
-            v_proj: Linear::new(&vb.pp("v_proj"), d, d, true),
-            out_proj: Linear::new(&vb.pp("out_proj"), d, d, true),
+            q_proj: Linear::with_bias(&vb.pp("q_proj"), d, d),
+            k_proj: Linear::with_bias(&vb.pp("k_proj"), d, d),
+            v_proj: Linear::with_bias(&vb.pp("v_proj"), d, d),
+            out_proj: Linear::with_bias(&vb.pp("out_proj"), d, d),
             heads,
         }
     }
@@ -40,7 +40,7 @@ impl ClipAttention {
         let q = self.q_proj.forward(x); // [1, L, D]
         let k = self.k_proj.forward(x);
         let v = self.v_proj.forward(x);
-        let o = attention(&q, &k, &v, &AttentionOpts::new(self.heads, q.dim(2), true));
+        let o = attention(&q, &k, &v, &AttentionOpts::causal(self.heads, q.dim(2)));
         self.out_proj.forward_residual(&o, residual)
     }
 }
@@ -75,8 +75,8 @@ impl EncoderLayer {
             self_attn: ClipAttention::new(&vb.pp("self_attn"), d, cfg.num_attention_heads),
             layer_norm2: LayerNorm::new(&vb.pp("layer_norm2"), d, eps),
             mlp: ClipMlp {
-                fc1: Linear::new(&vb.pp("mlp.fc1"), d, f, true),
-                fc2: Linear::new(&vb.pp("mlp.fc2"), f, d, true),
+                fc1: Linear::with_bias(&vb.pp("mlp.fc1"), d, f),
+                fc2: Linear::with_bias(&vb.pp("mlp.fc2"), f, d),
                 quick_gelu: cfg.hidden_act == "quick_gelu",
             },
         }

@@ -16,10 +16,19 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn new(vb: &VarBuilder, inp: usize, out: usize, bias: bool) -> Linear {
+    /// `weight [out, in]` and `bias [out]`.
+    pub fn with_bias(vb: &VarBuilder, inp: usize, out: usize) -> Linear {
         Linear {
             weight: vb.get("weight", &[out, inp]),
-            bias: bias.then(|| vb.get("bias", &[out])),
+            bias: Some(vb.get("bias", &[out])),
+        }
+    }
+
+    /// `weight [out, in]` only (the attention projections of the UNet).
+    pub fn no_bias(vb: &VarBuilder, inp: usize, out: usize) -> Linear {
+        Linear {
+            weight: vb.get("weight", &[out, inp]),
+            bias: None,
         }
     }
 
@@ -120,9 +129,14 @@ impl GroupNorm {
         }
     }
 
-    /// `[B, C, ..]` -> same shape; `silu` applies SiLU in the same kernel.
-    pub fn forward(&self, x: &Tensor, silu: bool) -> Tensor {
-        x.group_norm(self.groups, self.eps, &self.gamma, &self.beta, silu)
+    /// `[B, C, ..]` -> same shape.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.group_norm(self.groups, self.eps, &self.gamma, &self.beta)
+    }
+
+    /// `silu(forward(x))`, the SiLU fused into the norm kernel.
+    pub fn forward_silu(&self, x: &Tensor) -> Tensor {
+        x.group_norm_silu(self.groups, self.eps, &self.gamma, &self.beta)
     }
 }
 

@@ -37,7 +37,7 @@ impl ResnetBlock2D {
             conv1: Conv2d::new(&vb.pp("conv1"), c.c_in, c.c_out, 3, 1, 1),
             time_emb_proj: c
                 .temb
-                .map(|t| Linear::new(&vb.pp("time_emb_proj"), t, c.c_out, true)),
+                .map(|t| Linear::with_bias(&vb.pp("time_emb_proj"), t, c.c_out)),
             norm2: GroupNorm::new(&vb.pp("norm2"), c.groups, c.c_out, c.eps),
             conv2: Conv2d::new(&vb.pp("conv2"), c.c_out, c.c_out, 3, 1, 1),
             conv_shortcut: (c.c_in != c.c_out)
@@ -49,13 +49,13 @@ impl ResnetBlock2D {
     /// `x [B, C_in, H, W]`, `temb_act [B, T]` (the time embedding after SiLU,
     /// shared by all resnets) -> `[B, C_out, H, W]`.
     pub fn forward(&self, x: &Tensor, temb_act: Option<&Tensor>) -> Tensor {
-        let h = self.norm1.forward(x, true); // [B, C_in, H, W]
+        let h = self.norm1.forward_silu(x); // [B, C_in, H, W]
         let mut h = self.conv1.forward(&h); // [B, C_out, H, W]
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb_act) {
             let t = proj.forward(t); // [B, C_out]
             h = h.add(&t.reshape(&[t.dim(0), t.dim(1), 1, 1]));
         }
-        let h = self.norm2.forward(&h, true);
+        let h = self.norm2.forward_silu(&h);
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x),
             None => x.clone(),

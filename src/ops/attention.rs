@@ -1,4 +1,4 @@
-//! Multi-head softmax attention, and last-dim softmax.
+//! Multi-head softmax attention.
 //!
 //! Heads stay interleaved in the channel dim (`[B, L, H*D]`, head h owns
 //! channels `h*D..(h+1)*D`), as the projections produce them, so no
@@ -18,12 +18,21 @@ pub struct AttentionOpts {
 }
 
 impl AttentionOpts {
-    /// `heads` heads over `width` channels, scale `1/sqrt(width/heads)`.
-    pub fn new(heads: usize, width: usize, causal: bool) -> Self {
+    /// `heads` heads over `width` channels, scale `1/sqrt(width/heads)`,
+    /// every query seeing every key.
+    pub fn new(heads: usize, width: usize) -> Self {
         AttentionOpts {
             heads,
-            causal,
+            causal: false,
             scale: 1.0 / ((width / heads) as f32).sqrt(),
+        }
+    }
+
+    /// As `new`, with query i seeing keys `0..=i` only.
+    pub fn causal(heads: usize, width: usize) -> Self {
+        AttentionOpts {
+            causal: true,
+            ..AttentionOpts::new(heads, width)
         }
     }
 }
@@ -64,16 +73,5 @@ pub fn attention_variant(
         gpu::ops::attention::attention(q, k, v, opts, variant)
     } else {
         cpu::attention::attention(q, k, v, opts)
-    }
-}
-
-impl Tensor {
-    /// Softmax over the last dim.
-    pub fn softmax_last(&self) -> Tensor {
-        if self.is_gpu() {
-            gpu::ops::attention::softmax_last(self)
-        } else {
-            cpu::attention::softmax_last(self)
-        }
     }
 }

@@ -5,8 +5,24 @@ use crate::{cpu, gpu};
 
 impl Tensor {
     /// GroupNorm over `x [N, C, *]` with `groups` groups of `C / groups`
-    /// channels, per-channel `gamma`, `beta` `[C]`; then SiLU when `silu`.
-    pub fn group_norm(&self, groups: usize, eps: f32, gamma: &Tensor, beta: &Tensor, silu: bool) -> Tensor {
+    /// channels, per-channel `gamma`, `beta` `[C]`.
+    pub fn group_norm(&self, groups: usize, eps: f32, gamma: &Tensor, beta: &Tensor) -> Tensor {
+        self.group_norm_kernel(groups, eps, gamma, beta, false)
+    }
+
+    /// `group_norm` followed by SiLU, in the same kernel.
+    pub fn group_norm_silu(&self, groups: usize, eps: f32, gamma: &Tensor, beta: &Tensor) -> Tensor {
+        self.group_norm_kernel(groups, eps, gamma, beta, true)
+    }
+
+    fn group_norm_kernel(
+        &self,
+        groups: usize,
+        eps: f32,
+        gamma: &Tensor,
+        beta: &Tensor,
+        silu: bool,
+    ) -> Tensor {
         super::check_same("group_norm", &[self, gamma, beta]);
         assert!(self.rank() >= 2, "group_norm: input {:?}", self.shape());
         let c = self.dim(1);

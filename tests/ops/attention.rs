@@ -1,17 +1,6 @@
-//! Attention family: flash (tuned) and naive attention against the CPU twin,
-//! and softmax over the last dim.
+//! Attention family: flash (tuned) and naive attention against the CPU twin.
 //!
-//! NMSE bounds. Both sides compute in f32 from identical inputs (f16 inputs
-//! are rounded before either side sees them); they differ only in summation
-//! order (dot products over D, the running sums over keys, the flash
-//! kernel's per-tile rescaling) and exp2 vs exp (Vulkan allows exp/exp2
-//! 3 + 2|x| ulp), a relative error of ~1e-6 per output at worst: NMSE
-//! <= ~1e-12, measured <= 4e-12 on llvmpipe. f32 bound 1e-10.
-//! f16 outputs are those f32 results rounded once: they differ by one f16 ulp
-//! (2^-11 relative) where the two f32 values straddle a rounding boundary,
-//! ~1e-6 / 2^-11 ~ 2e-3 of the outputs: NMSE ~ 2e-3 * 2^-22 ~ 5e-10, measured
-//! <= 8e-10. f16 bound 1e-8. Both stay below what a lost key among 4096 gives
-//! (~6e-8) or a wrong row among 4096 (~2e-4).
+//! NMSE bounds: see `cases::attention::max_nmse`.
 //!
 //! Cost. On llvmpipe (2 cores) the flash kernel does ~1.5 GFLOP per CPU second
 //! and the naive one ~1: a 4096-token self-attention (34-43 GFLOP) takes half
@@ -24,22 +13,14 @@
 use sd_wgpu::ops::{attention, attention_variant, AttentionOpts, Variant};
 use sd_wgpu::{DType, Device, Tensor};
 
+use crate::cases::attention::{self as sd, max_nmse, Attention};
 use crate::common::*;
 
 const VARIANTS: [Variant; 2] = [Variant::Tuned, Variant::Naive];
 
-fn attn_bound(dt: DType) -> f64 {
-    bound(dt, 1e-10, 1e-8)
-}
-
-/// One attention problem: q [b, lq, w], k/v [b, lk, w].
+/// One attention problem on one device, with the spread of its queries.
 struct Case {
-    b: usize,
-    lq: usize,
-    lk: usize,
-    w: usize,
-    heads: usize,
-    causal: bool,
+    s: Attention,
     /// Standard deviation of q: larger makes the softmax peakier, so the
     /// running max changes across key tiles and the rescaling is exercised.
     q_scale: f32,
@@ -47,17 +28,18 @@ struct Case {
 }
 
 impl Case {
-    fn new(b: usize, lq: usize, lk: usize, w: usize, heads: usize) -> Case {
+    /// An SD shape from the shared table.
+    fn sd(s: Attention) -> Case {
         Case {
-            b,
-            lq,
-            lk,
-            w,
-            heads,
-            causal: false,
+            s,
             q_scale: 1.0,
             dev: gpu(),
         }
+    }
+
+    /// A shape of its own: q [b, lq, w], k/v [b, lk, w].
+    fn new(b: usize, lq: usize, lk: usize, w: usize, heads: usize) -> Case {
+        Case::sd(Attention::new("", b, lq, lk, w, heads))
     }
 
     fn on(mut self, dev: Device) -> Case {
@@ -66,7 +48,7 @@ impl Case {
     }
 
     fn causal(mut self) -> Case {
-        self.causal = true;
+        self.s = self.s.causal();
         self
     }
 
@@ -77,14 +59,15 @@ impl Case {
 
     fn name(&self, dt: DType, variant: Variant) -> String {
         format!(
-            "attention {variant:?} {dt} q [{}, {}, {}] kv {} heads {} (D={}){}",
-            self.b,
-            self.lq,
-            self.w,
-            self.lk,
-            self.heads,
-            self.w / self.heads,
-            if self.causal { " causal" } else { "" }
+            "attention {} {variant:?} {dt} q [{}, {}, {}] kv {} heads {} (D={}){}",
+            self.s.what,
+            self.s.b,
+            self.s.lq,
+            self.s.w,
+            self.s.lk,
+            self.s.heads,
+            self.s.d(),
+            if self.s.causal { " causal" } else { "" }
         )
     }
 
@@ -94,8 +77,8 @@ impl Case {
     fn check(&self, rng: &mut Rng, dt: DType, variants: &[Variant], sample: Option<&[(usize, usize)]>) {
         let mut input = |len: usize, scale: f32| {
             let c = Tensor::from_f32(
-                rng.vec(self.b * len * self.w, scale),
-                &[self.b, len, self.w],
+                rng.vec(self.s.b * len * self.s.w, scale),
+                &[self.s.b, len, self.s.w],
                 dt,
                 &Device::Cpu,
             )
@@ -103,11 +86,14 @@ impl Case {
             let g = c.to_device(&self.dev).unwrap();
             (c, g)
         };
-        let (cq, gq) = input(self.lq, self.q_scale);
-        let (ck, gk) = input(self.lk, 1.0);
-        let (cv, gv) = input(self.lk, 1.0);
-        let opts = AttentionOpts::new(self.heads, self.w, self.causal);
-        let full = [(0, self.lq)];
+        let (cq, gq) = input(self.s.lq, self.q_scale);
+        let (ck, gk) = input(self.s.lk, 1.0);
+        let (cv, gv) = input(self.s.lk, 1.0);
+        let opts = AttentionOpts {
+            causal: self.s.causal,
+            ..AttentionOpts::new(self.s.heads, self.s.w)
+        };
+        let full = [(0, self.s.lq)];
         let rows = sample.unwrap_or(&full);
         // [b, sum of window lengths, w]
         let refs: Vec<Tensor> = rows
@@ -118,7 +104,7 @@ impl Case {
         for &variant in variants {
             let out = attention_variant(&gq, &gk, &gv, &opts, variant);
             let picked = pick_rows(&out, rows);
-            assert_close(&self.name(dt, variant), &picked, &reference, attn_bound(dt));
+            assert_close(&self.name(dt, variant), &picked, &reference, max_nmse(dt));
         }
     }
 }
@@ -152,11 +138,11 @@ fn sample_rows(lq: usize) -> [(usize, usize); 3] {
 #[test]
 fn unet_self_attention_d40() {
     let mut rng = Rng::new(10);
-    let c = Case::new(2, 4096, 4096, 320, 8);
+    let c = Case::sd(sd::UNET_SELF_64);
     c.check(&mut rng, DType::F16, &[Variant::Tuned], Some(&sample_rows(4096)));
-    let c = Case::new(2, 1024, 4096, 320, 8).peaky();
+    let c = Case::sd(sd::UNET_SELF_64.queries(1024)).peaky();
     c.check(&mut rng, DType::F32, &[Variant::Tuned], Some(&sample_rows(1024)));
-    let c = Case::new(2, 256, 1024, 320, 8);
+    let c = Case::sd(sd::UNET_SELF_64.queries(256).keys(1024));
     for dt in DTYPES {
         c.check(&mut rng, dt, &[Variant::Naive], None);
     }
@@ -166,8 +152,8 @@ fn unet_self_attention_d40() {
 fn unet_cross_attention() {
     let mut rng = Rng::new(11);
     // 77 tokens and a long prompt of two 77-token chunks.
-    for lk in [77, 154] {
-        let c = Case::new(2, 4096, lk, 320, 8).peaky();
+    for s in [sd::UNET_CROSS_64, sd::UNET_CROSS_64_LONG] {
+        let c = Case::sd(s).peaky();
         for dt in DTYPES {
             c.check(&mut rng, dt, &VARIANTS, Some(&sample_rows(4096)));
         }
@@ -178,11 +164,12 @@ fn unet_cross_attention() {
 fn unet_levels_d80_d160() {
     let mut rng = Rng::new(12);
     for dt in DTYPES {
-        let c = Case::new(2, 1024, 1024, 640, 8);
+        let c = Case::sd(sd::UNET_SELF_32);
         c.check(&mut rng, dt, &[Variant::Tuned], Some(&sample_rows(1024)));
-        let c = Case::new(2, 1024, 231, 640, 8).peaky();
+        // Three 77-token chunks.
+        let c = Case::sd(sd::UNET_CROSS_32.keys(231)).peaky();
         c.check(&mut rng, dt, &VARIANTS, Some(&sample_rows(1024)));
-        let c = Case::new(2, 256, 256, 1280, 8).peaky();
+        let c = Case::sd(sd::UNET_SELF_16).peaky();
         c.check(&mut rng, dt, &VARIANTS, None);
     }
 }
@@ -191,9 +178,7 @@ fn unet_levels_d80_d160() {
 fn clip_causal() {
     let mut rng = Rng::new(13);
     for dt in DTYPES {
-        Case::new(1, 77, 77, 768, 12)
-            .causal()
-            .check(&mut rng, dt, &VARIANTS, None);
+        Case::sd(sd::CLIP).check(&mut rng, dt, &VARIANTS, None);
         // Several key tiles, a partial last block, batch 2.
         Case::new(2, 150, 150, 96, 2)
             .causal()
@@ -205,9 +190,9 @@ fn clip_causal() {
 #[test]
 fn vae_mid_block_d512() {
     let mut rng = Rng::new(14);
-    let c = Case::new(1, 4096, 4096, 512, 1);
+    let c = Case::sd(sd::VAE_MID_64);
     c.check(&mut rng, DType::F32, &[Variant::Tuned], Some(&sample_rows(4096)));
-    let c = Case::new(1, 512, 4096, 512, 1).peaky();
+    let c = Case::sd(sd::VAE_MID_64.queries(512)).peaky();
     c.check(&mut rng, DType::F16, &[Variant::Tuned], None);
     // Both variants at D=512 on a shorter sequence, every row checked.
     let c = Case::new(1, 300, 300, 512, 1).peaky();
@@ -307,12 +292,6 @@ fn cpu_twin_hand_values() {
         (out[0] - 3.0).abs() < 1e-5 && (out[1] - 15.0).abs() < 1e-5,
         "{out:?}"
     );
-    // Softmax of [0, ln 3] is [1/4, 3/4]; a constant row is uniform.
-    let x = Tensor::from_vec(vec![0.0, ln3, 2.0, 2.0], &[2, 2], &cpu).unwrap();
-    let s = x.softmax_last().to_vec_f32().unwrap();
-    for (a, b) in s.iter().zip([0.25, 0.75, 0.5, 0.5]) {
-        assert!((a - b).abs() < 1e-6, "{s:?}");
-    }
 }
 
 /// The GPU kernels on the hand-computed case, so a wrong mask or head
@@ -349,34 +328,4 @@ fn gpu_hand_values() {
             "{variant:?} {out:?}"
         );
     }
-}
-
-#[test]
-fn softmax_last() {
-    let mut rng = Rng::new(17);
-    // Subgroup reductions where the adapter has them, and the workgroup tree.
-    for dev in [gpu(), gpu_no_subgroups()] {
-        for dt in DTYPES {
-            for shape in [vec![2usize, 8, 77], vec![3, 1000], vec![5, 1], vec![2, 8, 4096]] {
-                let n = shape.iter().product();
-                let c = Tensor::from_f32(rng.vec(n, 4.0), &shape, dt, &Device::Cpu).unwrap();
-                let g = c.to_device(&dev).unwrap();
-                // Max, exp and a sum in f32 on both sides. Vulkan lets exp be off
-                // by 3 + 2|x| ulp: with x - max down to -30 here that is a relative
-                // error up to ~4e-6 (NMSE ~1e-11) besides summation order and the
-                // f16 output rounding.
-                assert_close(
-                    &format!("softmax {dt} {shape:?} on {dev:?}"),
-                    &g.softmax_last(),
-                    &c.softmax_last(),
-                    bound(dt, 1e-10, 1e-6),
-                );
-            }
-        }
-    }
-    // Rows in windows when the tensor exceeds the binding limit.
-    let n = (SMALL_BINDING / 4) as usize / 100 * 3;
-    let c = Tensor::from_f32(rng.vec(n * 100, 4.0), &[n, 100], DType::F32, &Device::Cpu).unwrap();
-    let g = c.to_device(&gpu_small_bindings()).unwrap();
-    assert_close("softmax in windows", &g.softmax_last(), &c.softmax_last(), 1e-10);
 }

@@ -105,14 +105,9 @@ pub fn nmse(a: &[f32], reference: &[f32]) -> f64 {
     }
 }
 
-/// NMSE bound per dtype for ops whose error is only rounding of the output
-/// (f16 keeps 11 bits: relative error 2^-11, squared ~ 2.4e-7).
-pub fn bound(dtype: DType, f32_bound: f64, f16_bound: f64) -> f64 {
-    match dtype {
-        DType::F32 => f32_bound,
-        DType::F16 => f16_bound,
-    }
-}
+/// NMSE bound per dtype (f16 keeps 11 bits: output rounding alone is a
+/// relative error of 2^-11, squared ~ 2.4e-7).
+pub use crate::cases::bound;
 
 /// Compares a GPU result with its CPU twin; panics with the figures when off.
 pub fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor, max_nmse: f64) {

@@ -6,34 +6,16 @@
 use sd_wgpu::ops::{ConvOpts, Variant};
 use sd_wgpu::{DType, Device, Tensor};
 
+use crate::cases::conv::{self as sd, max_nmse, Conv};
 use crate::common::*;
-
-/// NMSE bound of a convolution: an implicit GEMM with K = C_in*kh*kw, so the
-/// reasoning of the matmul bound holds (f32: summation differences only,
-/// ~K * 3.6e-15 < 1e-11 for K <= 2880; f16: same f16 inputs, f32
-/// accumulation, output rounding only).
-fn conv_bound(dt: DType) -> f64 {
-    bound(dt, 1e-10, 1e-6)
-}
 
 const BOTH: [Variant; 2] = [Variant::Naive, Variant::Tuned];
 
-/// One convolution case: input, weight, stride, padding, and what is fused.
-#[derive(Clone, Copy)]
-struct Case<'a> {
-    x: &'a [usize; 4],
-    w: &'a [usize; 4],
-    stride: usize,
-    pad: [usize; 4],
-    bias: bool,
-    residual: bool,
-}
-
-fn check(rng: &mut Rng, dt: DType, c: Case, variants: &[Variant]) {
-    let (cx, gx) = pair(rng, c.x, 1.0, dt);
+fn check(rng: &mut Rng, dt: DType, c: Conv, variants: &[Variant]) {
+    let (cx, gx) = pair(rng, &c.x, 1.0, dt);
     // Weights ~ 1/sqrt(fan-in) keep outputs O(1), well inside f16's range.
     let fan_in = (c.w[1] * c.w[2] * c.w[3]) as f32;
-    let (cw, gw) = pair(rng, c.w, fan_in.sqrt().recip(), dt);
+    let (cw, gw) = pair(rng, &c.w, fan_in.sqrt().recip(), dt);
     let (cb, gb) = pair(rng, &[c.w[0]], 1.0, dt);
     let mut opts = ConvOpts {
         stride: c.stride,
@@ -52,10 +34,10 @@ fn check(rng: &mut Rng, dt: DType, c: Case, variants: &[Variant]) {
     };
     for &v in variants {
         let what = format!(
-            "conv2d {dt} x {:?} w {:?} stride {} pad {:?} (bias {}, residual {}) {v:?}",
-            c.x, c.w, c.stride, c.pad, c.bias, c.residual
+            "conv2d {} {dt} x {:?} w {:?} stride {} pad {:?} (bias {}, residual {}) {v:?}",
+            c.what, c.x, c.w, c.stride, c.pad, c.bias, c.residual
         );
-        assert_close(&what, &gx.conv2d_variant(&gw, &gopts, v), &cpu, conv_bound(dt));
+        assert_close(&what, &gx.conv2d_variant(&gw, &gopts, v), &cpu, max_nmse(dt));
     }
 }
 
@@ -65,42 +47,10 @@ fn sd_unet_convs() {
     let mut rng = Rng::new(20);
     for dt in DTYPES {
         let cases = [
-            // resnet conv2: 3x3 320 -> 320 with bias and the skip connection
-            Case {
-                x: &[2, 320, 64, 64],
-                w: &[320, 320, 3, 3],
-                stride: 1,
-                pad: [1; 4],
-                bias: true,
-                residual: true,
-            },
-            // down-sampler: 3x3, stride 2, padding 1
-            Case {
-                x: &[2, 320, 64, 64],
-                w: &[320, 320, 3, 3],
-                stride: 2,
-                pad: [1; 4],
-                bias: true,
-                residual: false,
-            },
-            // resnet shortcut: 1x1 with C_in != C_out
-            Case {
-                x: &[2, 320, 32, 32],
-                w: &[640, 320, 1, 1],
-                stride: 1,
-                pad: [0; 4],
-                bias: true,
-                residual: false,
-            },
-            // conv_in: 4 latent channels
-            Case {
-                x: &[2, 4, 64, 64],
-                w: &[320, 4, 3, 3],
-                stride: 1,
-                pad: [1; 4],
-                bias: true,
-                residual: false,
-            },
+            sd::UNET_RESNET_64,
+            sd::UNET_DOWN_64,
+            sd::UNET_SHORTCUT_32,
+            sd::UNET_CONV_IN,
         ];
         for c in cases {
             check(&mut rng, dt, c, &[Variant::Tuned]);
@@ -115,24 +65,8 @@ fn sd_unet_convs() {
 fn vae_convs() {
     let mut rng = Rng::new(21);
     for dt in DTYPES {
-        let conv_in = Case {
-            x: &[1, 3, 64, 64],
-            w: &[128, 3, 3, 3],
-            stride: 1,
-            pad: [1; 4],
-            bias: true,
-            residual: false,
-        };
-        let down = Case {
-            x: &[1, 128, 64, 64],
-            w: &[128, 128, 3, 3],
-            stride: 2,
-            pad: [0, 1, 0, 1],
-            bias: true,
-            residual: false,
-        };
-        check(&mut rng, dt, conv_in, &BOTH);
-        check(&mut rng, dt, down, &BOTH);
+        check(&mut rng, dt, sd::VAE_ENC_IN_64, &BOTH);
+        check(&mut rng, dt, sd::VAE_ENC_DOWN_64, &BOTH);
     }
 }
 
@@ -142,67 +76,75 @@ fn vae_convs() {
 fn awkward_shapes() {
     let mut rng = Rng::new(22);
     let cases = [
-        Case {
-            x: &[1, 1, 1, 1],
-            w: &[1, 1, 1, 1],
+        Conv {
+            what: "",
+            x: [1, 1, 1, 1],
+            w: [1, 1, 1, 1],
             stride: 1,
             pad: [0; 4],
             bias: true,
             residual: true,
         },
-        Case {
-            x: &[3, 5, 7, 9],
-            w: &[70, 5, 3, 3],
+        Conv {
+            what: "",
+            x: [3, 5, 7, 9],
+            w: [70, 5, 3, 3],
             stride: 1,
             pad: [1; 4],
             bias: true,
             residual: true,
         },
-        Case {
-            x: &[2, 8, 15, 17],
-            w: &[13, 8, 3, 3],
+        Conv {
+            what: "",
+            x: [2, 8, 15, 17],
+            w: [13, 8, 3, 3],
             stride: 2,
             pad: [1; 4],
             bias: false,
             residual: true,
         },
-        Case {
-            x: &[1, 4, 5, 7],
-            w: &[3, 4, 2, 3],
+        Conv {
+            what: "",
+            x: [1, 4, 5, 7],
+            w: [3, 4, 2, 3],
             stride: 1,
             pad: [2, 0, 1, 3],
             bias: true,
             residual: false,
         },
-        Case {
-            x: &[2, 6, 11, 11],
-            w: &[9, 6, 5, 5],
+        Conv {
+            what: "",
+            x: [2, 6, 11, 11],
+            w: [9, 6, 5, 5],
             stride: 2,
             pad: [2; 4],
             bias: true,
             residual: false,
         },
-        Case {
-            x: &[2, 12, 9, 10],
-            w: &[20, 12, 1, 1],
+        Conv {
+            what: "",
+            x: [2, 12, 9, 10],
+            w: [20, 12, 1, 1],
             stride: 2,
             pad: [0; 4],
             bias: true,
             residual: true,
         },
         // 1x1 stride 1: the vec4 pointwise path, 130 channels: the tall tile
-        Case {
-            x: &[2, 32, 8, 8],
-            w: &[130, 32, 1, 1],
+        Conv {
+            what: "",
+            x: [2, 32, 8, 8],
+            w: [130, 32, 1, 1],
             stride: 1,
             pad: [0; 4],
             bias: true,
             residual: true,
         },
         // K = 130*9 not a multiple of 4; 200 pixels: the wide tile
-        Case {
-            x: &[1, 130, 10, 20],
-            w: &[96, 130, 3, 3],
+        Conv {
+            what: "",
+            x: [1, 130, 10, 20],
+            w: [96, 130, 3, 3],
             stride: 1,
             pad: [1; 4],
             bias: true,
@@ -221,9 +163,10 @@ fn awkward_shapes() {
 #[test]
 fn grid_over_65535_groups() {
     let mut rng = Rng::new(23);
-    let c = Case {
-        x: &[1, 1, 4100, 4100],
-        w: &[1, 1, 1, 1],
+    let c = Conv {
+        what: "",
+        x: [1, 1, 4100, 4100],
+        w: [1, 1, 1, 1],
         stride: 1,
         pad: [0; 4],
         bias: true,
@@ -260,7 +203,7 @@ fn check_channels(
     let e = nmse(got, &reference);
     assert!(got.iter().all(|v| v.is_finite()), "{what}: non-finite output");
     assert!(
-        e <= conv_bound(DType::F32),
+        e <= max_nmse(DType::F32),
         "{what}: channels {c0}..{}: NMSE {e:.3e}",
         c0 + n
     );
@@ -272,8 +215,9 @@ fn check_channels(
 #[test]
 fn vae_512_at_binding_limit() {
     let mut rng = Rng::new(24);
-    let (cx, gx) = pair(&mut rng, &[1, 128, 512, 512], 1.0, DType::F32);
-    let (cw, gw) = pair(&mut rng, &[128, 128, 3, 3], 1.0 / 34.0, DType::F32);
+    let case = sd::VAE_DEC_512;
+    let (cx, gx) = pair(&mut rng, &case.x, 1.0, DType::F32);
+    let (cw, gw) = pair(&mut rng, &case.w, 1.0 / 34.0, DType::F32);
     let (cb, gb) = pair(&mut rng, &[128], 1.0, DType::F32);
     let opts = ConvOpts::new(1, 1, None);
     let g = gx
@@ -298,9 +242,10 @@ fn vae_512_at_binding_limit() {
 #[test]
 fn input_over_binding_limit() {
     let mut rng = Rng::new(25);
-    let c = Case {
-        x: &[1, 256, 512, 512],
-        w: &[8, 256, 3, 3],
+    let c = Conv {
+        what: "",
+        x: [1, 256, 512, 512],
+        w: [8, 256, 3, 3],
         stride: 2,
         pad: [0, 1, 0, 1],
         bias: true,

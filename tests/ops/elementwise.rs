@@ -3,6 +3,7 @@
 use sd_wgpu::ops::{Binary, Unary};
 use sd_wgpu::{DType, Device, Tensor};
 
+use crate::cases::elementwise::{self as sd, max_nmse};
 use crate::common::*;
 
 const UNARY: [Unary; 6] = [
@@ -22,15 +23,14 @@ fn unary_ops() {
     let mut rng = Rng::new(1);
     for dt in DTYPES {
         // Odd length (not a multiple of the workgroup) and an SD activation.
-        for shape in [vec![1usize], vec![3, 1001], vec![2, 320, 64, 64]] {
-            let (c, g) = pair(&mut rng, &shape, 2.0, dt);
+        for shape in [&[1usize][..], &[3, 1001], sd::ACT_64.x] {
+            let (c, g) = pair(&mut rng, shape, 2.0, dt);
             for op in UNARY {
-                // Only output rounding differs; the erf approximation is < 2e-7.
                 assert_close(
                     &format!("{op:?} {dt} {shape:?}"),
                     &g.unary(op),
                     &c.unary(op),
-                    bound(dt, 1e-12, 1e-6),
+                    max_nmse(dt, false),
                 );
             }
         }
@@ -42,9 +42,9 @@ fn binary_broadcast() {
     let mut rng = Rng::new(2);
     for dt in DTYPES {
         let cases: [(&[usize], &[usize]); 5] = [
-            (&[2, 320, 64, 64], &[2, 320, 64, 64]), // residual
-            (&[2, 320, 64, 64], &[2, 320, 1, 1]),   // time embedding per channel
-            (&[2, 4096, 320], &[320]),              // bias on the last dim
+            (sd::RESIDUAL_64.x, sd::RESIDUAL_64.y),
+            (sd::TIME_EMB_64.x, sd::TIME_EMB_64.y),
+            (sd::BIAS_64.x, sd::BIAS_64.y),
             (&[3, 5, 7], &[1, 5, 1]),
             (&[1, 1, 1], &[1]),
         ];
@@ -56,7 +56,7 @@ fn binary_broadcast() {
                     &format!("{op:?} {dt} {sa:?} {sb:?}"),
                     &ga.binary(op, &gb),
                     &ca.binary(op, &cb),
-                    bound(dt, 1e-14, 1e-6),
+                    max_nmse(dt, true),
                 );
             }
         }
@@ -67,13 +67,13 @@ fn binary_broadcast() {
 fn geglu() {
     let mut rng = Rng::new(3);
     for dt in DTYPES {
-        for shape in [vec![2, 4096, 2560], vec![1, 7, 6], vec![5, 2]] {
-            let (c, g) = pair(&mut rng, &shape, 1.5, dt);
+        for shape in [sd::GEGLU_64.x, &[1, 7, 6], &[5, 2]] {
+            let (c, g) = pair(&mut rng, shape, 1.5, dt);
             assert_close(
                 &format!("geglu {dt} {shape:?}"),
                 &g.geglu(),
                 &c.geglu(),
-                bound(dt, 1e-12, 1e-6),
+                max_nmse(dt, false),
             );
         }
     }

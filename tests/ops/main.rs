@@ -6,6 +6,9 @@
 //! GPU tests fail, never skip, when no adapter is found.
 
 mod attention;
+// The shape tables shared with the kernel benches; each target uses its part.
+#[allow(dead_code)]
+mod cases;
 mod common;
 mod conv;
 mod elementwise;

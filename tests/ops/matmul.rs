@@ -6,19 +6,8 @@
 use sd_wgpu::ops::{MatmulOpts, Variant};
 use sd_wgpu::{DType, Device, Tensor};
 
+use crate::cases::matmul::{max_nmse, SD_LINEAR};
 use crate::common::*;
-
-/// NMSE bound of a matmul.
-/// f32: both sides sum the K products in f32 in increasing k order; they
-/// differ only where the GPU fuses a multiply-add (one rounding fewer), so
-/// the relative error is ~sqrt(K) * 2^-24: NMSE ~ K * 3.6e-15 < 1e-11 for
-/// K <= 2560.
-/// f16: both sides read the same f16 inputs and accumulate in f32; the
-/// results differ only when two nearly equal f32 sums round to neighbouring
-/// f16 values (2^-11 relative): NMSE < 2.4e-7 even if every output did.
-fn matmul_bound(dt: DType) -> f64 {
-    bound(dt, 1e-10, 1e-6)
-}
 
 const BOTH: [Variant; 2] = [Variant::Naive, Variant::Tuned];
 
@@ -61,37 +50,28 @@ fn check(rng: &mut Rng, dt: DType, a: &[usize], b: &[usize], f: Fused, variants:
             "matmul {dt} {a:?} x {b:?} (trans {} {}, alpha {:?}, bias {}, residual {}) {v:?}",
             f.trans_a, f.trans_b, f.alpha, f.bias, f.residual
         );
-        assert_close(&what, &ga.matmul_variant(&gb, &gopts, v), &cpu, matmul_bound(dt));
+        assert_close(&what, &ga.matmul_variant(&gb, &gopts, v), &cpu, max_nmse(dt));
     }
 }
 
-/// The UNet's linear layers at a 64x64 latent, CFG batch 2, through `linear`.
+/// The UNet's linear layers (`cases::matmul::SD_LINEAR`) through `linear`.
 #[test]
 fn sd_linear_shapes() {
     let mut rng = Rng::new(10);
     for dt in DTYPES {
-        // (x, w, bias, residual): attention projection, GEGLU in (one half),
-        // FF out with the residual, cross-attention K/V from the text encoding.
-        let cases: [(&[usize], [usize; 2], bool, bool); 4] = [
-            (&[2, 4096, 320], [320, 320], true, false),
-            (&[2, 4096, 320], [1280, 320], true, false),
-            (&[2, 4096, 1280], [320, 1280], true, true),
-            (&[2, 77, 768], [320, 768], false, false),
-        ];
-        for (xs, ws, has_bias, has_res) in cases {
-            let (cx, gx) = pair(&mut rng, xs, 1.0, dt);
-            let (cw, gw) = pair(&mut rng, &ws, 0.05, dt);
-            let (cb, gb) = pair(&mut rng, &[ws[0]], 1.0, dt);
-            let mut out = xs.to_vec();
-            *out.last_mut().unwrap() = ws[0];
-            let (cr, gr) = pair(&mut rng, &out, 1.0, dt);
-            let cpu = cx.linear_residual(&cw, has_bias.then_some(&cb), has_res.then_some(&cr));
-            let gpu = gx.linear_residual(&gw, has_bias.then_some(&gb), has_res.then_some(&gr));
+        for case in SD_LINEAR {
+            let (cx, gx) = pair(&mut rng, case.x, 1.0, dt);
+            let (cw, gw) = pair(&mut rng, &case.w(), 0.05, dt);
+            let (cb, gb) = pair(&mut rng, &[case.n], 1.0, dt);
+            let (cr, gr) = pair(&mut rng, &case.out(), 1.0, dt);
+            let (bias, res) = (case.bias, case.residual);
+            let cpu = cx.linear_residual(&cw, bias.then_some(&cb), res.then_some(&cr));
+            let gpu = gx.linear_residual(&gw, bias.then_some(&gb), res.then_some(&gr));
             assert_close(
-                &format!("linear {dt} {xs:?} x {ws:?}"),
+                &format!("linear {} {dt} {:?} x {:?}", case.what, case.x, case.w()),
                 &gpu,
                 &cpu,
-                matmul_bound(dt),
+                max_nmse(dt),
             );
         }
     }

@@ -18,6 +18,7 @@
 
 use sd_wgpu::{DType, Device, Tensor};
 
+use crate::cases::norm::{self as sd, max_nmse};
 use crate::common::*;
 
 fn devices() -> [Device; 2] {
@@ -57,14 +58,19 @@ fn check_group_norm_on(
     let dt = x.dtype();
     let gamma = rand(rng, &[c], 1.0, 0.3, dt);
     let beta = rand(rng, &[c], 0.0, 0.3, dt);
-    let want = x.group_norm(groups, eps, &gamma, &beta, silu);
+    let norm = |x: &Tensor, gamma: &Tensor, beta: &Tensor| {
+        if silu {
+            x.group_norm_silu(groups, eps, gamma, beta)
+        } else {
+            x.group_norm(groups, eps, gamma, beta)
+        }
+    };
+    let want = norm(x, &gamma, &beta);
     for dev in devs {
-        let got = x.to_device(dev).unwrap().group_norm(
-            groups,
-            eps,
+        let got = norm(
+            &x.to_device(dev).unwrap(),
             &gamma.to_device(dev).unwrap(),
             &beta.to_device(dev).unwrap(),
-            silu,
         );
         let what = format!(
             "group_norm {dt} {:?} g{groups} silu {silu} ({})",
@@ -96,23 +102,27 @@ fn check_layer_norm(rng: &mut Rng, x: &Tensor, max_nmse: f64) {
 fn group_norm_unet_shapes() {
     let mut rng = Rng::new(21);
     for dt in DTYPES {
-        // SD 1.5 UNet: resnet norms at 64x64 (eps 1e-5, SiLU) and the
-        // transformer's proj-in norm (eps 1e-6, no SiLU); 8x8 at 1280 channels.
-        let x = rand(&mut rng, &[2, 320, 64, 64], 0.3, 2.0, dt);
-        check_group_norm(&mut rng, &x, 32, 1e-5, true, bound(dt, 1e-10, 1e-6));
-        check_group_norm(&mut rng, &x, 32, 1e-6, false, bound(dt, 1e-10, 1e-6));
-        let x = rand(&mut rng, &[2, 1280, 8, 8], -0.5, 3.0, dt);
-        check_group_norm(&mut rng, &x, 32, 1e-5, true, bound(dt, 1e-10, 1e-6));
+        // (case, mean, spread of the input)
+        let cases = [
+            (sd::UNET_RESNET_64, 0.3, 2.0),
+            (sd::UNET_PROJ_IN_64, 0.3, 2.0),
+            (sd::UNET_RESNET_8, -0.5, 3.0),
+        ];
+        for (c, mean, scale) in cases {
+            let x = rand(&mut rng, &c.x, mean, scale, dt);
+            check_group_norm(&mut rng, &x, c.groups, c.eps, c.silu, max_nmse(dt));
+        }
     }
 }
 
-/// The VAE decoder's last up-block at 512x512: 4 channels x 262144 pixels
-/// per group, f32 as the VAE runs.
+/// The VAE decoder's last up-block at 512x512 (`cases::norm::VAE_UP_512`),
+/// f32 as the VAE runs.
 #[test]
 fn group_norm_vae() {
     let mut rng = Rng::new(22);
-    let x = rand(&mut rng, &[1, 128, 512, 512], 0.0, 4.0, DType::F32);
-    check_group_norm(&mut rng, &x, 32, 1e-6, true, 1e-10);
+    let c = sd::VAE_UP_512;
+    let x = rand(&mut rng, &c.x, 0.0, 4.0, DType::F32);
+    check_group_norm(&mut rng, &x, c.groups, c.eps, c.silu, max_nmse(DType::F32));
 }
 
 /// 256 MiB of f32, twice the binding limit: windows of chunks, with groups
@@ -179,7 +189,8 @@ fn layer_norm_shapes() {
         let b = bound(dt, 1e-10, 1e-6);
         // UNet transformer at 64x64, CLIP, a tiny row, a row long enough
         // for the chunked path.
-        for shape in [vec![2, 4096, 320], vec![1, 77, 768], vec![5, 3], vec![3, 5000]] {
+        let sd_shapes = [sd::UNET_TRANSFORMER_64.x, sd::CLIP.x].map(|x| x.to_vec());
+        for shape in sd_shapes.into_iter().chain([vec![5, 3], vec![3, 5000]]) {
             let x = rand(&mut rng, &shape, 0.1, 1.5, dt);
             check_layer_norm(&mut rng, &x, b);
         }
@@ -202,14 +213,14 @@ fn cpu_twin_hand_values() {
     let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[1, 2, 2], cpu).unwrap();
     let g = Tensor::from_vec(vec![1.0, 2.0], &[2], cpu).unwrap();
     let b = Tensor::from_vec(vec![0.0, 10.0], &[2], cpu).unwrap();
-    let y = x.group_norm(1, 0.0, &g, &b, false).to_vec_f32().unwrap();
+    let y = x.group_norm(1, 0.0, &g, &b).to_vec_f32().unwrap();
     let s = 1.25f32.sqrt();
     let want = [-1.5 / s, -0.5 / s, 10.0 + 2.0 * 0.5 / s, 10.0 + 2.0 * 1.5 / s];
     for (a, w) in y.iter().zip(want) {
         assert!((a - w).abs() < 1e-6, "{y:?} vs {want:?}");
     }
     // Two groups of one channel: each channel normalised alone; SiLU(0) = 0.
-    let y = x.group_norm(2, 0.0, &g, &b, true).to_vec_f32().unwrap();
+    let y = x.group_norm_silu(2, 0.0, &g, &b).to_vec_f32().unwrap();
     let silu = |v: f32| v / (1.0 + (-v).exp());
     let want = [silu(-1.0), silu(1.0), silu(10.0 - 2.0), silu(10.0 + 2.0)];
     for (a, w) in y.iter().zip(want) {

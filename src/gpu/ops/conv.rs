@@ -9,6 +9,7 @@
 //! partial sum already stored. The weights stay bound by output-channel rows;
 //! a column offset selects the chunk's input channels.
 
+use super::params::{params, Params as _};
 use super::tile::{balanced, fits, max_rows, Tile, WG};
 use super::{buf, ctx, new_tensor};
 use crate::gpu::{grid_1d, Define, Dispatch, GpuContext, Kernel, Shader};
@@ -16,35 +17,35 @@ use crate::ops::conv::{ConvDims, ConvOpts};
 use crate::ops::Variant;
 use crate::tensor::{DType, Tensor};
 
-static CONV2D: Shader = crate::tiled_shader!("conv2d");
+pub(super) static CONV2D: Shader = crate::tiled_shader!("conv2d");
 
-/// The `Params` uniform of conv2d.wgsl, field for field.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    images: u32,
-    c_in: u32,
-    h: u32,
-    w: u32,
-    c_out: u32,
-    h_out: u32,
-    w_out: u32,
-    stride: u32,
-    pad_t: u32,
-    pad_l: u32,
-    x_bs: u32,
-    o_bs: u32,
-    w_ld: u32,
-    x_off: u32,
-    w_off: u32,
-    o_off: u32,
-    r_off: u32,
-    bias_off: u32,
-    has_bias: u32,
-    has_res: u32,
-    accumulate: u32,
-    tiles_m: u32,
-    tiles_n: u32,
+params! {
+    /// The `Params` uniform of conv2d.wgsl.
+    pub(super) struct Params {
+        images: u32,
+        c_in: u32,
+        h: u32,
+        w: u32,
+        c_out: u32,
+        h_out: u32,
+        w_out: u32,
+        stride: u32,
+        pad_t: u32,
+        pad_l: u32,
+        x_bs: u32,
+        o_bs: u32,
+        w_ld: u32,
+        x_off: u32,
+        w_off: u32,
+        o_off: u32,
+        r_off: u32,
+        bias_off: u32,
+        has_bias: u32,
+        has_res: u32,
+        accumulate: u32,
+        tiles_m: u32,
+        tiles_n: u32,
+    }
 }
 
 /// One dispatch's share: images `n0..n0+nn`, output channels `co0..co0+cw`,
@@ -208,31 +209,7 @@ fn dispatch(
         tiles_m: u(tiles_m),
         tiles_n: u(tiles_n),
     };
-    let [tall, wide] = tile.defines();
-    let defines = [
-        Define {
-            name: "WG",
-            value: WG,
-        },
-        tall,
-        wide,
-        Define {
-            name: "KH",
-            value: d.kh as u32,
-        },
-        Define {
-            name: "KW",
-            value: d.kw as u32,
-        },
-        Define {
-            name: "VEC4",
-            value: vec4 as u32,
-        },
-        Define {
-            name: "POINTWISE",
-            value: pointwise as u32,
-        },
-    ];
+    let defines = defines(tile, d.kh as u32, d.kw as u32, vec4, pointwise);
     let groups = if tuned {
         win.nn * tiles_m * tiles_n
     } else {
@@ -247,9 +224,24 @@ fn dispatch(
         },
         dtype: dt,
         defines: &defines,
-        params: bytemuck::cast_slice(&[params]),
+        params: params.words(),
         inputs: &[xb, wb, biasb, rb],
         outputs: &[ob],
         groups: grid_1d(groups as u32, c.max_workgroups_per_dim()),
     });
+}
+
+/// The defines of one kernel variant.
+pub(super) fn defines(tile: Tile, kh: u32, kw: u32, vec4: bool, pointwise: bool) -> [Define; 7] {
+    let def = |name, value| Define { name, value };
+    let [tall, wide] = tile.defines();
+    [
+        def("WG", WG),
+        tall,
+        wide,
+        def("KH", kh),
+        def("KW", kw),
+        def("VEC4", vec4 as u32),
+        def("POINTWISE", pointwise as u32),
+    ]
 }

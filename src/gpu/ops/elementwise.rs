@@ -2,18 +2,19 @@
 
 use std::sync::LazyLock;
 
+use super::params::{params, Params as _};
 use super::{buf, ctx, new_tensor, windows};
-use crate::gpu::{f32_word, grid_1d, Define, Dispatch, Kernel, Shader};
+use crate::gpu::{grid_1d, Define, Dispatch, Kernel, Shader};
 use crate::ops::elementwise::broadcast_strides;
 use crate::ops::{Binary, Unary};
 use crate::tensor::{DType, Tensor};
 
-static ELEMENTWISE: Shader = crate::shader!("elementwise");
-static CAST: Shader = crate::shader!("cast");
+pub(super) static ELEMENTWISE: Shader = crate::shader!("elementwise");
+pub(super) static CAST: Shader = crate::shader!("cast");
 
 /// Threads per workgroup, one element each.
 const WG: u32 = 256;
-static DEFINES: LazyLock<[Define; 1]> = LazyLock::new(|| {
+pub(super) static DEFINES: LazyLock<[Define; 1]> = LazyLock::new(|| {
     [Define {
         name: "WG",
         value: WG,
@@ -29,43 +30,33 @@ fn kernel(entry: &'static str) -> Kernel {
     }
 }
 
-/// Words of the `Params` struct in elementwise.wgsl.
-#[derive(Default)]
-struct Params {
-    n: u32,
-    x_off: u32,
-    y_off: u32,
-    o_off: u32,
-    op: u32,
-    p0: f32,
-    p1: f32,
-    rank: u32,
-    start: u32,
-    y_full: u32,
-    inner: u32,
-    shape: [u32; 8],
-    ystride: [u32; 8],
+params! {
+    /// The `Params` uniform of elementwise.wgsl.
+    pub(super) struct Params {
+        n: u32,
+        x_off: u32,
+        y_off: u32,
+        o_off: u32,
+        op: u32,
+        p0: f32,
+        p1: f32,
+        rank: u32,
+        start: u32,
+        y_full: u32,
+        inner: u32,
+        _pad: u32,
+        shape: [u32; 8],
+        ystride: [u32; 8],
+    }
 }
 
-impl Params {
-    fn words(&self) -> Vec<u32> {
-        let mut w = vec![
-            self.n,
-            self.x_off,
-            self.y_off,
-            self.o_off,
-            self.op,
-            f32_word(self.p0),
-            f32_word(self.p1),
-            self.rank,
-            self.start,
-            self.y_full,
-            self.inner,
-            0,
-        ];
-        w.extend(self.shape);
-        w.extend(self.ystride);
-        w
+params! {
+    /// The `Params` uniform of cast.wgsl.
+    pub(super) struct CastParams {
+        n: u32,
+        x_off: u32,
+        o_off: u32,
+        _pad: u32,
     }
 }
 
@@ -102,7 +93,7 @@ pub fn unary(x: &Tensor, op: Unary) -> Tensor {
             kernel: kernel("unary"),
             dtype: dt,
             defines: &*DEFINES,
-            params: &params.words(),
+            params: params.words(),
             inputs: &[xb, xb],
             outputs: &[ob],
             groups: grid_1d((len as u32).div_ceil(WG), c.max_workgroups_per_dim()),
@@ -155,7 +146,7 @@ pub fn binary(x: &Tensor, op: Binary, y: &Tensor) -> Tensor {
             kernel: kernel("binary"),
             dtype: dt,
             defines: &*DEFINES,
-            params: &params.words(),
+            params: params.words(),
             inputs: &[xb, yb],
             outputs: &[ob],
             groups: grid_1d((len as u32).div_ceil(WG), c.max_workgroups_per_dim()),
@@ -189,7 +180,7 @@ pub fn geglu(x: &Tensor) -> Tensor {
             kernel: kernel("geglu"),
             dtype: dt,
             defines: &*DEFINES,
-            params: &params.words(),
+            params: params.words(),
             inputs: &[xb, xb],
             outputs: &[ob],
             groups: grid_1d(((nr * f) as u32).div_ceil(WG), c.max_workgroups_per_dim()),
@@ -201,17 +192,7 @@ pub fn geglu(x: &Tensor) -> Tensor {
 pub fn cast(x: &Tensor, dtype: DType) -> Tensor {
     let c = ctx(x);
     let out = new_tensor(&c, x.shape(), dtype);
-    let to_f16 = dtype == DType::F16;
-    let defines = [
-        Define {
-            name: "WG",
-            value: WG,
-        },
-        Define {
-            name: "TO_F16",
-            value: to_f16 as u32,
-        },
-    ];
+    let defines = cast_defines(dtype == DType::F16);
     // Window size by the wider (f32) side.
     for (start, len) in windows(x.elem_count(), c.max_binding_elems(DType::F32), 1) {
         let (xb, x_off) = c.bind(buf(x), x.dtype(), start, len);
@@ -225,11 +206,23 @@ pub fn cast(x: &Tensor, dtype: DType) -> Tensor {
             },
             dtype: DType::F16,
             defines: &defines,
-            params: &[len as u32, x_off, o_off, 0],
+            params: CastParams {
+                n: len as u32,
+                x_off,
+                o_off,
+                _pad: 0,
+            }
+            .words(),
             inputs: &[xb],
             outputs: &[ob],
             groups: grid_1d((len as u32).div_ceil(WG), c.max_workgroups_per_dim()),
         });
     }
     out
+}
+
+/// The defines of the cast kernel: to f16, or from f16 to f32.
+pub(super) fn cast_defines(to_f16: bool) -> [Define; 2] {
+    let def = |name, value| Define { name, value };
+    [def("WG", WG), def("TO_F16", to_f16 as u32)]
 }

@@ -7,6 +7,7 @@
 //! over the limit, column windows of N (rows of a `[N, K]` B are contiguous;
 //! C is then bound by whole rows and written a column range at a time).
 
+use super::params::{params, Params as _};
 use super::tile::{balanced, fits, max_rows, Tile, WG};
 use super::{buf, ctx, new_tensor};
 use crate::gpu::{grid_1d, Define, Dispatch, GpuContext, Kernel, Shader};
@@ -14,32 +15,32 @@ use crate::ops::matmul::{MatmulDims, MatmulOpts};
 use crate::ops::Variant;
 use crate::tensor::{DType, Tensor};
 
-static MATMUL: Shader = crate::tiled_shader!("matmul");
+pub(super) static MATMUL: Shader = crate::tiled_shader!("matmul");
 
-/// The `Params` uniform of matmul.wgsl, field for field.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    batch: u32,
-    m: u32,
-    n: u32,
-    k: u32,
-    lda: u32,
-    ldb: u32,
-    ldc: u32,
-    a_bs: u32,
-    b_bs: u32,
-    c_bs: u32,
-    a_off: u32,
-    b_off: u32,
-    c_off: u32,
-    r_off: u32,
-    bias_off: u32,
-    alpha: f32,
-    has_bias: u32,
-    has_res: u32,
-    tiles_m: u32,
-    tiles_n: u32,
+params! {
+    /// The `Params` uniform of matmul.wgsl.
+    pub(super) struct Params {
+        batch: u32,
+        m: u32,
+        n: u32,
+        k: u32,
+        lda: u32,
+        ldb: u32,
+        ldc: u32,
+        a_bs: u32,
+        b_bs: u32,
+        c_bs: u32,
+        a_off: u32,
+        b_off: u32,
+        c_off: u32,
+        r_off: u32,
+        bias_off: u32,
+        alpha: f32,
+        has_bias: u32,
+        has_res: u32,
+        tiles_m: u32,
+        tiles_n: u32,
+    }
 }
 
 /// One dispatch's share: batch items `b0..b0+nb`, rows `m0..m0+mw`, columns `n0..n0+nw`.
@@ -238,27 +239,7 @@ fn dispatch(
         tiles_m: u(tiles_m),
         tiles_n: u(tiles_n),
     };
-    let [tall, wide] = tile.defines();
-    let defines = [
-        Define {
-            name: "WG",
-            value: WG,
-        },
-        tall,
-        wide,
-        Define {
-            name: "TRANS_A",
-            value: opts.trans_a as u32,
-        },
-        Define {
-            name: "TRANS_B",
-            value: opts.trans_b as u32,
-        },
-        Define {
-            name: "VEC4",
-            value: vec4 as u32,
-        },
-    ];
+    let defines = defines(tile, opts.trans_a, opts.trans_b, vec4);
     let groups = if tuned {
         w.nb * tiles_m * tiles_n
     } else {
@@ -273,9 +254,29 @@ fn dispatch(
         },
         dtype: dt,
         defines: &defines,
-        params: bytemuck::cast_slice(&[params]),
+        params: params.words(),
         inputs: &[ab, bb, biasb, rb],
         outputs: &[ob],
         groups: grid_1d(groups as u32, c.max_workgroups_per_dim()),
     });
+}
+
+/// The defines of one kernel variant.
+pub(super) fn defines(tile: Tile, trans_a: bool, trans_b: bool, vec4: bool) -> [Define; 6] {
+    let def = |name, on: bool| Define {
+        name,
+        value: on as u32,
+    };
+    let [tall, wide] = tile.defines();
+    [
+        Define {
+            name: "WG",
+            value: WG,
+        },
+        tall,
+        wide,
+        def("TRANS_A", trans_a),
+        def("TRANS_B", trans_b),
+        def("VEC4", vec4),
+    ]
 }

@@ -2,6 +2,8 @@
 //! counterpart of `crate::cpu::<family>` with the same signature.
 //!
 //! Conventions every family follows:
+//! - every kernel's uniform block (binding 0) is a `params!` struct, checked
+//!   against the WGSL struct by a test (`params`);
 //! - all entry points of one shader file share one binding signature
 //!   (binding 0 params, then inputs, then outputs), since a WGSL module can
 //!   declare each binding once;
@@ -17,6 +19,7 @@ pub mod elementwise;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod params;
 mod tile;
 
 use std::sync::Arc;

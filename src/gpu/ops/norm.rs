@@ -10,11 +10,12 @@
 
 use std::sync::LazyLock;
 
+use super::params::{params, Params as _};
 use super::{buf, ctx, new_tensor, windows};
-use crate::gpu::{f32_word, grid_1d, Define, Dispatch, Kernel, Shader};
+use crate::gpu::{grid_1d, Define, Dispatch, Kernel, Shader};
 use crate::tensor::{DType, Tensor};
 
-static NORM: Shader = crate::shader!("norm");
+pub(super) static NORM: Shader = crate::shader!("norm");
 
 /// Threads of the `stats` / `apply` workgroups and of `fused` on long rows.
 const WG: u32 = 256;
@@ -27,7 +28,7 @@ const FUSED_MAX: usize = 4096;
 /// Target values per chunk of a big group (32 per thread).
 const CHUNK: usize = 8192;
 
-static DEFINES: LazyLock<[[Define; 1]; 2]> = LazyLock::new(|| {
+pub(super) static DEFINES: LazyLock<[[Define; 1]; 2]> = LazyLock::new(|| {
     [
         [Define {
             name: "WG",
@@ -39,6 +40,25 @@ static DEFINES: LazyLock<[[Define; 1]; 2]> = LazyLock::new(|| {
         }],
     ]
 });
+
+params! {
+    /// The `Params` uniform of norm.wgsl.
+    pub(super) struct Params {
+        x_off: u32,
+        o_off: u32,
+        win_start: u32,
+        k0: u32,
+        nk: u32,
+        len: u32,
+        chunk: u32,
+        parts: u32,
+        spatial: u32,
+        cpg: u32,
+        groups: u32,
+        silu: u32,
+        eps: f32,
+    }
+}
 
 fn kernel(entry: &'static str) -> Kernel {
     Kernel {
@@ -152,26 +172,26 @@ fn run(nm: &Norm) -> Tensor {
             let (start, end) = (chunk_start(k0), chunk_end(k0 + nk - 1));
             let (xb, x_off) = c.bind(buf(nm.x), dt, start, end - start);
             let (ob, o_off) = c.bind(buf(&out), dt, start, end - start);
-            let params = [
+            let params = Params {
                 x_off,
                 o_off,
-                start as u32,
-                k0 as u32,
-                nk as u32,
-                nm.len as u32,
-                plan.chunk as u32,
-                plan.parts as u32,
-                nm.spatial as u32,
-                nm.cpg as u32,
-                nm.groups as u32,
-                nm.silu as u32,
-                f32_word(nm.eps),
-            ];
+                win_start: start as u32,
+                k0: k0 as u32,
+                nk: nk as u32,
+                len: nm.len as u32,
+                chunk: plan.chunk as u32,
+                parts: plan.parts as u32,
+                spatial: nm.spatial as u32,
+                cpg: nm.cpg as u32,
+                groups: nm.groups as u32,
+                silu: nm.silu as u32,
+                eps: nm.eps,
+            };
             c.dispatch(&Dispatch {
                 kernel: kernel(entry),
                 dtype: dt,
                 defines,
-                params: &params,
+                params: params.words(),
                 inputs: &[xb, gb, bb],
                 outputs: &[ob, pb],
                 groups: grid_1d(nk as u32, c.max_workgroups_per_dim()),

@@ -53,8 +53,8 @@ pub struct TimestepEmbedding {
 impl TimestepEmbedding {
     pub fn new(vb: &VarBuilder, c_in: usize, c_time: usize) -> TimestepEmbedding {
         TimestepEmbedding {
-            linear_1: Linear::new(&vb.pp("linear_1"), c_in, c_time, true),
-            linear_2: Linear::new(&vb.pp("linear_2"), c_time, c_time, true),
+            linear_1: Linear::with_bias(&vb.pp("linear_1"), c_in, c_time),
+            linear_2: Linear::with_bias(&vb.pp("linear_2"), c_time, c_time),
         }
     }
 

@@ -151,7 +151,7 @@ impl UNet {
         debug_assert!(skips.is_empty());
 
         // 6. Output: GroupNorm + SiLU, conv to the latent channels.
-        let x = self.conv_out.forward(&self.conv_norm_out.forward(&x, true)); // [B, C_out, H, W]
+        let x = self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)); // [B, C_out, H, W]
         Ok(x.to_dtype(DType::F32))
     }
 

@@ -25,10 +25,10 @@ impl CrossAttention {
     /// `c_kv`: width of the key/value source (`c` for self-attention).
     pub fn new(vb: &VarBuilder, c: usize, c_kv: usize, heads: usize) -> CrossAttention {
         CrossAttention {
-            to_q: Linear::new(&vb.pp("to_q"), c, c, false),
-            to_k: Linear::new(&vb.pp("to_k"), c_kv, c, false),
-            to_v: Linear::new(&vb.pp("to_v"), c_kv, c, false),
-            to_out: Linear::new(&vb.pp("to_out").pp(0), c, c, true),
+            to_q: Linear::no_bias(&vb.pp("to_q"), c, c),
+            to_k: Linear::no_bias(&vb.pp("to_k"), c_kv, c),
+            to_v: Linear::no_bias(&vb.pp("to_v"), c_kv, c),
+            to_out: Linear::with_bias(&vb.pp("to_out").pp(0), c, c),
             heads,
         }
     }
@@ -39,7 +39,7 @@ impl CrossAttention {
         let q = self.to_q.forward(x); // [B, N, C]
         let k = self.to_k.forward(kv); // [B, L, C]
         let v = self.to_v.forward(kv); // [B, L, C]
-        let o = attention(&q, &k, &v, &AttentionOpts::new(self.heads, q.dim(2), false));
+        let o = attention(&q, &k, &v, &AttentionOpts::new(self.heads, q.dim(2)));
         self.to_out.forward_residual(&o, residual)
     }
 }
@@ -54,8 +54,8 @@ impl FeedForward {
     pub fn new(vb: &VarBuilder, c: usize) -> FeedForward {
         let inner = 4 * c;
         FeedForward {
-            proj: Linear::new(&vb.pp("net.0.proj"), c, 2 * inner, true),
-            out: Linear::new(&vb.pp("net.2"), inner, c, true),
+            proj: Linear::with_bias(&vb.pp("net.0.proj"), c, 2 * inner),
+            out: Linear::with_bias(&vb.pp("net.2"), inner, c),
         }
     }
 
@@ -154,11 +154,7 @@ impl Transformer2DModel {
     /// `x [B, C, H, W]`, `context [B, L, Dc]` -> `x + transformer(x)`.
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Tensor {
         let (b, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
-        let t = self
-            .norm
-            .forward(x, false)
-            .reshape(&[b, c, h * w])
-            .transpose(1, 2); // [B, N, C]
+        let t = self.norm.forward(x).reshape(&[b, c, h * w]).transpose(1, 2); // [B, N, C]
         let mut t = self.proj_in.forward(&t); // [B, N, I]
         for block in &self.blocks {
             t = block.forward(&t, context);

@@ -77,6 +77,6 @@ impl Decoder {
                 x = up.forward(&x, 2 * x.dim(2), 2 * x.dim(3));
             }
         }
-        self.conv_out.forward(&self.conv_norm_out.forward(&x, true))
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x))
     }
 }

@@ -73,6 +73,6 @@ impl Encoder {
             }
         }
         let x = self.mid_block.forward(&x); // [B, C_last, H/f, W/f]
-        self.conv_out.forward(&self.conv_norm_out.forward(&x, true))
+        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x))
     }
 }

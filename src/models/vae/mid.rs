@@ -28,9 +28,9 @@ impl VaeAttention {
         let out = vb.pp("to_out").pp(0);
         VaeAttention {
             group_norm: GroupNorm::new(&vb.pp("group_norm"), groups, c, VAE_EPS),
-            to_q: Linear::new(&vb.pp("to_q"), c, c, true),
-            to_k: Linear::new(&vb.pp("to_k"), c, c, true),
-            to_v: Linear::new(&vb.pp("to_v"), c, c, true),
+            to_q: Linear::with_bias(&vb.pp("to_q"), c, c),
+            to_k: Linear::with_bias(&vb.pp("to_k"), c, c),
+            to_v: Linear::with_bias(&vb.pp("to_v"), c, c),
             to_out: Conv2d::from_parts(
                 out.get("weight", &[c, c]).reshape(&[c, c, 1, 1]),
                 Some(out.get("bias", &[c])),
@@ -43,15 +43,11 @@ impl VaeAttention {
     /// `x [B, C, H, W]` -> `x + attn(x)`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (b, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
-        let t = self
-            .group_norm
-            .forward(x, false)
-            .reshape(&[b, c, h * w])
-            .transpose(1, 2); // [B, N, C]
+        let t = self.group_norm.forward(x).reshape(&[b, c, h * w]).transpose(1, 2); // [B, N, C]
         let q = self.to_q.forward(&t);
         let k = self.to_k.forward(&t);
         let v = self.to_v.forward(&t);
-        let o = attention(&q, &k, &v, &AttentionOpts::new(1, c, false)); // [B, N, C]
+        let o = attention(&q, &k, &v, &AttentionOpts::new(1, c)); // [B, N, C]
         let o = o.transpose(1, 2).reshape(&[b, c, h, w]); // [B, C, H, W]
         self.to_out.forward_residual(&o, x)
     }

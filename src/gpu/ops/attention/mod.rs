@@ -1,6 +1,7 @@
-//! GPU side of the attention family (`shaders/attention.wgsl`): fused
-//! flash-style attention (`Variant::Tuned`), a naive one-thread-per-row kernel
-//! (`Variant::Naive`), and last-dim softmax.
+//! GPU side of the attention family: fused flash-style attention
+//! (`Variant::Tuned`, `shaders/attention_flash.wgsl`) and a naive
+//! one-thread-per-row kernel (`Variant::Naive`, `shaders/attention_naive.wgsl`),
+//! each after the shared part `shaders/attention.wgsl`.
 //!
 //! Shape letters: B batch, L sequence (Lq queries, Lk keys), H heads, D head
 //! dim, W = H*D the row width of q, k, v and the output.
@@ -10,80 +11,54 @@
 //! state buffer. Hardware adapters take one pass; software ones (llvmpipe)
 //! need several on long sequences, see `plan::key_passes`.
 
-mod plan;
+pub(super) mod plan;
 
-use super::{buf, ctx, new_tensor, windows};
-use crate::gpu::{f32_word, grid_1d, Binding, Define, Dispatch, GpuContext, Kernel, Shader};
+use super::params::{params, Params as _};
+use super::{buf, ctx, new_tensor};
+use crate::gpu::{grid_1d, Binding, Define, Dispatch, GpuContext, Kernel, Shader};
 use crate::ops::{AttentionOpts, Variant};
 use crate::tensor::{DType, Tensor};
 use plan::{attention_windows, key_passes, FlashPlan, Window, BK, WG};
 
-static ATTENTION: Shader = crate::shader!("attention");
-
-/// Threads per workgroup of softmax (one workgroup per row): rows in SD are
-/// short (77 tokens, at most a few thousand), so two warps are plenty.
-const SOFTMAX_WG: u32 = 64;
-
-fn kernel(entry: &'static str) -> Kernel {
-    Kernel {
-        shader: &ATTENTION,
-        entry,
-        inputs: 3,
-        outputs: 2,
-    }
+/// `shaders/attention.wgsl` followed by the kernel file `$name`.
+macro_rules! attention_shader {
+    ($name:literal) => {
+        Shader {
+            name: $name,
+            source: concat!(
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/attention.wgsl")),
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl"))
+            ),
+        }
+    };
 }
 
-/// Words of the `Params` struct in attention.wgsl.
-#[derive(Default, Clone)]
-struct Params {
-    lq: u32,
-    lk: u32,
-    width: u32,
-    heads: u32,
-    scale: f32,
-    causal: u32,
-    q0: u32,
-    groups: u32,
-    q_off: u32,
-    k_off: u32,
-    v_off: u32,
-    o_off: u32,
-    q_bstride: u32,
-    k_bstride: u32,
-    qblocks: u32,
-    n: u32,
-    k_begin: u32,
-    k_end: u32,
-    first: u32,
-    last: u32,
-    ml_off: u32,
-}
+pub(super) static FLASH: Shader = attention_shader!("attention_flash");
+pub(super) static NAIVE: Shader = attention_shader!("attention_naive");
 
-impl Params {
-    fn words(&self) -> Vec<u32> {
-        vec![
-            self.lq,
-            self.lk,
-            self.width,
-            self.heads,
-            f32_word(self.scale),
-            self.causal,
-            self.q0,
-            self.groups,
-            self.q_off,
-            self.k_off,
-            self.v_off,
-            self.o_off,
-            self.q_bstride,
-            self.k_bstride,
-            self.qblocks,
-            self.n,
-            self.k_begin,
-            self.k_end,
-            self.first,
-            self.last,
-            self.ml_off,
-        ]
+params! {
+    /// The `Params` uniform of attention.wgsl.
+    pub(super) struct Params {
+        lq: u32,
+        lk: u32,
+        width: u32,
+        heads: u32,
+        scale: f32,
+        causal: u32,
+        q0: u32,
+        groups: u32,
+        q_off: u32,
+        k_off: u32,
+        v_off: u32,
+        o_off: u32,
+        q_bstride: u32,
+        k_bstride: u32,
+        qblocks: u32,
+        k_begin: u32,
+        k_end: u32,
+        first: u32,
+        last: u32,
+        ml_off: u32,
     }
 }
 
@@ -99,16 +74,22 @@ impl Bound<'_> {
     fn dispatch(
         &self,
         c: &GpuContext,
+        shader: &'static Shader,
         entry: &'static str,
         defines: &[Define],
         params: &Params,
         groups: u32,
     ) {
         c.dispatch(&Dispatch {
-            kernel: kernel(entry),
+            kernel: Kernel {
+                shader,
+                entry,
+                inputs: 3,
+                outputs: 2,
+            },
             dtype: self.dt,
             defines,
-            params: &params.words(),
+            params: params.words(),
             inputs: &self.inputs,
             outputs: &[self.out, self.state],
             groups: grid_1d(groups, c.max_workgroups_per_dim()),
@@ -123,7 +104,7 @@ fn pass(params: &Params, (k_begin, k_end): (usize, usize), i: usize, n: usize) -
         k_end: k_end as u32,
         first: (i == 0) as u32,
         last: (i + 1 == n) as u32,
-        ..params.clone()
+        ..*params
     }
 }
 
@@ -215,10 +196,17 @@ fn flash(
         scale: params.scale * std::f32::consts::LOG2_E,
         qblocks,
         groups,
-        ..params.clone()
+        ..*params
     };
     for (i, &range) in passes.iter().enumerate() {
-        bound.dispatch(c, "flash", &defines, &pass(&base, range, i, passes.len()), groups);
+        bound.dispatch(
+            c,
+            &FLASH,
+            "flash",
+            &defines,
+            &pass(&base, range, i, passes.len()),
+            groups,
+        );
     }
 }
 
@@ -233,57 +221,33 @@ fn naive(
     rows: usize,
     [max_passes, out_passes]: [&[(usize, usize)]; 2],
 ) {
-    let def = |name, value| Define { name, value };
-    let defines = [
-        def("ATTENTION", 1),
-        def("NAIVE", 1),
-        def("VEC4", vec4 as u32),
-        def("WG", WG),
-        def("D", d),
-        def("DP4", d.div_ceil(4)),
-    ];
+    let defines = naive_defines(d, vec4);
     let base = Params {
         groups: rows as u32,
-        ..params.clone()
+        ..*params
     };
     let groups = (rows as u32).div_ceil(WG);
     for (entry, passes) in [("naive_max", max_passes), ("naive_out", out_passes)] {
         for (i, &range) in passes.iter().enumerate() {
-            bound.dispatch(c, entry, &defines, &pass(&base, range, i, passes.len()), groups);
+            bound.dispatch(
+                c,
+                &NAIVE,
+                entry,
+                &defines,
+                &pass(&base, range, i, passes.len()),
+                groups,
+            );
         }
     }
 }
 
-/// Softmax over the last dim, one workgroup per row; the reductions use
-/// subgroup operations when the context has them.
-pub fn softmax_last(x: &Tensor) -> Tensor {
-    let c = ctx(x);
-    let dt = x.dtype();
-    let n = x.dim(-1);
-    let rows = x.elem_count() / n.max(1);
-    let out = new_tensor(&c, x.shape(), dt);
+/// The defines of the naive kernel for head dim `d`.
+pub(super) fn naive_defines(d: u32, vec4: bool) -> [Define; 4] {
     let def = |name, value| Define { name, value };
-    let defines = [def("SOFTMAX", 1), def("WG", SOFTMAX_WG)];
-    let unused = c.alloc(16);
-    let (ub, _) = c.bind(&unused, DType::F32, 0, 4);
-    let max_rows = (c.max_binding_elems(dt) / n.max(1)).max(1);
-    for (r0, nr) in windows(rows, max_rows, 1) {
-        let (xb, x_off) = c.bind(buf(x), dt, r0 * n, nr * n);
-        let (ob, o_off) = c.bind(buf(&out), dt, r0 * n, nr * n);
-        let params = Params {
-            groups: nr as u32,
-            q_off: x_off,
-            o_off,
-            n: n as u32,
-            ..Default::default()
-        };
-        let bound = Bound {
-            dt,
-            inputs: [xb, xb, xb],
-            out: ob,
-            state: ub,
-        };
-        bound.dispatch(&c, "softmax", &defines, &params, nr as u32);
-    }
-    out
+    [
+        def("VEC4", vec4 as u32),
+        def("WG", WG),
+        def("D", d),
+        def("DP4", d.div_ceil(4)),
+    ]
 }

@@ -20,7 +20,7 @@ const SHARED_BYTES: u32 = 16 * 1024;
 const SOFTWARE_LOOP_BUDGET: f64 = 40_000.0;
 
 /// Tile shapes of the flash kernel for one head dim (see the comment above
-/// `flash` in attention.wgsl for what each constant means).
+/// `flash` in attention_flash.wgsl for what each constant means).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlashPlan {
     pub d: u32,
@@ -102,8 +102,6 @@ impl FlashPlan {
     pub fn defines(&self, vec4: bool) -> Vec<Define> {
         let def = |name, value| Define { name, value };
         vec![
-            def("ATTENTION", 1),
-            def("FLASH", 1),
             def("VEC4", vec4 as u32),
             def("WG", WG),
             def("D", self.d),
