@@ -113,7 +113,11 @@ impl Pipeline {
         let hash = ModelHash::start(hash_file);
 
         let tokenizer = match &ck.tokenizer_dir {
-            Some(dir) => ClipTokenizer::from_dir(dir)?,
+            Some(dir) => {
+                let (tokenizer, note) = ClipTokenizer::for_folder(dir)?;
+                warnings.extend(note);
+                tokenizer
+            }
             None => ClipTokenizer::embedded(),
         };
         let clip_cfg = &ck.text_encoder.config;
