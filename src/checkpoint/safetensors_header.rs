@@ -111,181 +111,106 @@ impl<'de> Visitor<'de> for TopSeed<'_> {
     }
 }
 
-/// What a JSON value is, for messages about values of the wrong kind.
-fn kind_of<'de, D: Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
-    struct Kind;
-    impl<'de> Visitor<'de> for Kind {
-        type Value = &'static str;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<&'static str, E> {
-            Ok("a boolean")
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<&'static str, E> {
-            Ok("a number")
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<&'static str, E> {
-            Ok("a number")
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<&'static str, E> {
-            Ok("a number")
-        }
-        fn visit_str<E>(self, _: &str) -> Result<&'static str, E> {
-            Ok("a string")
-        }
-        fn visit_unit<E>(self) -> Result<&'static str, E> {
-            Ok("null")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<&'static str, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok("a list")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<&'static str, A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok("an object")
-        }
-    }
-    d.deserialize_any(Kind)
-}
-
-/// A value that is a string, or the kind of value it is instead.
-enum StrOr {
+/// A JSON value read only as deep as the header needs: a string, a non-negative
+/// integer, a list of at most [`MAX_DIMS`] of those integers (`None` for any other
+/// list), or the kind of anything else. Objects and nested lists are skipped, never
+/// stored.
+enum Shallow {
     Str(String),
-    Not(&'static str),
+    UInt(u64),
+    List(Option<Vec<usize>>),
+    Other(&'static str),
 }
 
-impl<'de> de::Deserialize<'de> for StrOr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrOr, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = StrOr;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E>(self, s: &str) -> Result<StrOr, E> {
-                Ok(StrOr::Str(s.to_string()))
-            }
-            fn visit_string<E>(self, s: String) -> Result<StrOr, E> {
-                Ok(StrOr::Str(s))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<StrOr, E> {
-                Ok(StrOr::Not("a boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<StrOr, E> {
-                Ok(StrOr::Not("a number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<StrOr, E> {
-                Ok(StrOr::Not("a number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<StrOr, E> {
-                Ok(StrOr::Not("a number"))
-            }
-            fn visit_unit<E>(self) -> Result<StrOr, E> {
-                Ok(StrOr::Not("null"))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<StrOr, A::Error> {
-                let kind = kind_of(de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(StrOr::Not(kind))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<StrOr, A::Error> {
-                let kind = kind_of(de::value::MapAccessDeserializer::new(map))?;
-                Ok(StrOr::Not(kind))
-            }
+impl Shallow {
+    /// What the value is, for messages about values of the wrong kind.
+    fn kind(&self) -> &'static str {
+        match self {
+            Shallow::Str(_) => "a string",
+            Shallow::UInt(_) => "a number",
+            Shallow::List(_) => "a list",
+            Shallow::Other(kind) => kind,
         }
-        d.deserialize_any(V)
     }
 }
 
-/// A list of at most [`MAX_DIMS`] non-negative integers; `None` for anything else
-/// (another kind of value, a negative or fractional number, a longer list).
-struct UInts(Option<Vec<usize>>);
-
-impl<'de> de::Deserialize<'de> for UInts {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<UInts, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = UInts;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UInts, A::Error> {
-                let mut out = Some(Vec::new());
-                while let Some(v) = seq.next_element::<UInt>()? {
-                    match (&mut out, v) {
-                        (Some(list), UInt(Some(u))) if list.len() < MAX_DIMS => list.push(u),
-                        _ => out = None,
-                    }
-                }
-                Ok(UInts(out))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UInts, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(UInts(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<UInts, E> {
-                Ok(UInts(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<UInts, E> {
-                Ok(UInts(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<UInts, E> {
-                Ok(UInts(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<UInts, E> {
-                Ok(UInts(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<UInts, E> {
-                Ok(UInts(None))
-            }
-            fn visit_unit<E>(self) -> Result<UInts, E> {
-                Ok(UInts(None))
-            }
-        }
-        d.deserialize_any(V)
+impl<'de> de::Deserialize<'de> for Shallow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shallow, D::Error> {
+        d.deserialize_any(ShallowVisitor)
     }
 }
 
-/// One list element: a non-negative integer that fits `usize`, or `None`.
-struct UInt(Option<usize>);
+struct ShallowVisitor;
 
-impl<'de> de::Deserialize<'de> for UInt {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<UInt, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = UInt;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_u64<E>(self, u: u64) -> Result<UInt, E> {
-                Ok(UInt(usize::try_from(u).ok()))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<UInt, E> {
-                Ok(UInt(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<UInt, E> {
-                Ok(UInt(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<UInt, E> {
-                Ok(UInt(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<UInt, E> {
-                Ok(UInt(None))
-            }
-            fn visit_unit<E>(self) -> Result<UInt, E> {
-                Ok(UInt(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<UInt, A::Error> {
-                kind_of(de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(UInt(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UInt, A::Error> {
-                kind_of(de::value::MapAccessDeserializer::new(map))?;
-                Ok(UInt(None))
+impl<'de> Visitor<'de> for ShallowVisitor {
+    type Value = Shallow;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Shallow, E> {
+        Ok(Shallow::Str(s.to_string()))
+    }
+    fn visit_u64<E>(self, u: u64) -> Result<Shallow, E> {
+        Ok(Shallow::UInt(u))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Shallow, E> {
+        Ok(Shallow::Other("a negative number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Shallow, E> {
+        Ok(Shallow::Other("a fraction"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Shallow, E> {
+        Ok(Shallow::Other("a boolean"))
+    }
+    fn visit_unit<E>(self) -> Result<Shallow, E> {
+        Ok(Shallow::Other("null"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shallow, A::Error> {
+        let mut list = Some(Vec::new());
+        // Elements are read one level deep: a nested list is read and dropped.
+        while let Some(item) = seq.next_element::<Shallow>()? {
+            match (&mut list, item) {
+                (Some(l), Shallow::UInt(u)) if l.len() < MAX_DIMS => match usize::try_from(u) {
+                    Ok(u) => l.push(u),
+                    Err(_) => list = None,
+                },
+                _ => list = None,
             }
         }
-        d.deserialize_any(V)
+        Ok(Shallow::List(list))
     }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shallow, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Shallow::Other("an object"))
+    }
+}
+
+/// The `visit_*` methods of a visitor that accepts only an object: any other value
+/// is refused with the visitor's own `not_object` message.
+macro_rules! only_objects {
+    () => {
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(self.not_object())
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(self.not_object())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(self.not_object())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(self.not_object())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(self.not_object())
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(self.not_object())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Err(self.not_object())
+        }
+    };
 }
 
 struct MetadataSeed<'a>(&'a Problem);
@@ -311,12 +236,15 @@ impl<'de> Visitor<'de> for MetadataSeed<'_> {
                     format!("`__metadata__` has more than {MAX_ENTRIES} keys: a corrupted or hostile file"),
                 ));
             }
-            let s = match map.next_value::<StrOr>()? {
-                StrOr::Str(s) => s,
-                StrOr::Not(kind) => {
+            let s = match map.next_value::<Shallow>()? {
+                Shallow::Str(s) => s,
+                other => {
                     return Err(stop(
                         self.0,
-                        format!("`__metadata__` value of {k:?} is {kind}, expected a string"),
+                        format!(
+                            "`__metadata__` value of {k:?} is {}, expected a string",
+                            other.kind()
+                        ),
                     ))
                 }
             };
@@ -327,26 +255,12 @@ impl<'de> Visitor<'de> for MetadataSeed<'_> {
         }
         Ok(out)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-        Err(stop(self.0, "`__metadata__` is not a JSON object".into()))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Err(stop(self.0, "`__metadata__` is not a JSON object".into()))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Err(stop(self.0, "`__metadata__` is not a JSON object".into()))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Err(stop(self.0, "`__metadata__` is not a JSON object".into()))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Err(stop(self.0, "`__metadata__` is not a JSON object".into()))
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Err(stop(self.0, "`__metadata__` is not a JSON object".into()))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Err(stop(self.0, "`__metadata__` is not a JSON object".into()))
+    only_objects!();
+}
+
+impl MetadataSeed<'_> {
+    fn not_object<E: de::Error>(&self) -> E {
+        stop(self.0, "`__metadata__` is not a JSON object".into())
     }
 }
 
@@ -365,9 +279,9 @@ impl<'de> DeserializeSeed<'de> for EntrySeed<'_> {
 /// The fields of an entry as read, before they are checked together.
 #[derive(Default)]
 struct Fields {
-    dtype: Option<StrOr>,
-    shape: Option<UInts>,
-    offsets: Option<UInts>,
+    dtype: Option<Shallow>,
+    shape: Option<Shallow>,
+    offsets: Option<Shallow>,
 }
 
 impl EntrySeed<'_> {
@@ -382,22 +296,18 @@ impl EntrySeed<'_> {
         let name = self.name;
         let missing = |k: &str| format!("entry {name:?} has no `{k}` field");
         let dtype = match f.dtype.ok_or_else(|| missing("dtype"))? {
-            StrOr::Str(s) => s,
-            StrOr::Not(_) => return Err(format!("entry {name:?}: `dtype` is not a string")),
+            Shallow::Str(s) => s,
+            _ => return Err(format!("entry {name:?}: `dtype` is not a string")),
         };
-        let not_ints = |k: &str| {
-            format!("entry {name:?}: `{k}` is not a list of at most {MAX_DIMS} non-negative integers")
+        let ints = |field: Option<Shallow>, k: &str| match field {
+            None => Err(missing(k)),
+            Some(Shallow::List(Some(list))) => Ok(list),
+            Some(_) => Err(format!(
+                "entry {name:?}: `{k}` is not a list of at most {MAX_DIMS} non-negative integers"
+            )),
         };
-        let shape = f
-            .shape
-            .ok_or_else(|| missing("shape"))?
-            .0
-            .ok_or_else(|| not_ints("shape"))?;
-        let offsets = f
-            .offsets
-            .ok_or_else(|| missing("data_offsets"))?
-            .0
-            .ok_or_else(|| not_ints("data_offsets"))?;
+        let shape = ints(f.shape, "shape")?;
+        let offsets = ints(f.offsets, "data_offsets")?;
         let [begin, end] = offsets[..] else {
             return Err(format!(
                 "entry {name:?}: `data_offsets` has {} values, expected [begin, end]",
@@ -446,25 +356,5 @@ impl<'de> Visitor<'de> for EntrySeed<'_> {
         }
         self.check(fields).map_err(|msg| stop(self.problem, msg))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RawEntry, A::Error> {
-        Err(self.not_object())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<RawEntry, E> {
-        Err(self.not_object())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawEntry, E> {
-        Err(self.not_object())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawEntry, E> {
-        Err(self.not_object())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawEntry, E> {
-        Err(self.not_object())
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawEntry, E> {
-        Err(self.not_object())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<RawEntry, E> {
-        Err(self.not_object())
-    }
+    only_objects!();
 }

@@ -213,43 +213,27 @@ fn write_gray_png(path: &Path, side: u32) {
 }
 
 #[test]
-fn huge_image_is_refused_from_its_header() {
-    let d = tmp("huge");
-    write_gray_png(&d.join("huge.png"), 10_000);
-    let r = sd(
-        &d,
-        &[
+fn unusable_images_are_refused_from_their_header() {
+    let d = tmp("images");
+    // 10000 x 10000: decoded as f32 RGBA it would take 1.6 GB. 7 x 7: once silently
+    // scaled up to 8 x 8.
+    for (name, side, needles) in [
+        ("huge.png", 10_000, &["huge.png", "10000x10000", "4096"][..]),
+        ("seven.png", 7, &["seven.png", "7x7", "at least 8"][..]),
+    ] {
+        write_gray_png(&d.join(name), side);
+        let args = [
             "img2img",
             "--image",
-            "huge.png",
+            name,
             "--strength",
             "0.5",
             "--prompt",
             "a cat",
-        ],
-    );
-    let e = refused_cheaply(&r, &["huge.png", "10000x10000", "4096"]);
-    assert!(!e.contains("--width"), "no --width was passed: {e}");
-    std::fs::remove_dir_all(&d).unwrap();
-}
-
-#[test]
-fn tiny_image_is_refused_not_scaled_up() {
-    let d = tmp("tiny");
-    write_gray_png(&d.join("seven.png"), 7);
-    let r = sd(
-        &d,
-        &[
-            "img2img",
-            "--image",
-            "seven.png",
-            "--strength",
-            "0.5",
-            "--prompt",
-            "a cat",
-        ],
-    );
-    refused_cheaply(&r, &["seven.png", "7x7", "at least 8"]);
+        ];
+        let e = refused_cheaply(&sd(&d, &args), needles);
+        assert!(!e.contains("--width"), "no --width was passed: {e}");
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -331,6 +315,26 @@ fn tokenize_shows_whether_each_trigger_matched() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A 2-step txt2img on the CPU with seed 1 and `extra` flags.
+fn txt2img(dir: &Path, model: &Path, prompt: &str, extra: &[&str]) -> Run {
+    let model = model.to_str().unwrap();
+    let mut args = vec![
+        "txt2img",
+        "--model",
+        model,
+        "--backend",
+        "cpu",
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "--prompt",
+        prompt,
+    ];
+    args.extend_from_slice(extra);
+    sd(dir, &args)
+}
+
 /// The `parameters` text chunk of a PNG.
 fn parameters(path: &Path) -> String {
     let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
@@ -353,20 +357,11 @@ fn unused_embedding_is_warned_about_and_not_recorded() {
     // The fixture text encoder is 32 wide.
     write_embedding(&d.join("used.safetensors"), "<used-a>", 32);
     write_embedding(&d.join("idle.safetensors"), "<idle-b>", 32);
-    let r = sd(
+    let r = txt2img(
         &d,
+        &model,
+        "a <used-a> fox, <idle-b>, blue",
         &[
-            "txt2img",
-            "--model",
-            model.to_str().unwrap(),
-            "--backend",
-            "cpu",
-            "--steps",
-            "2",
-            "--seed",
-            "1",
-            "--prompt",
-            "a <used-a> fox, <idle-b>, blue",
             "--embedding",
             "used.safetensors",
             "--embedding",
@@ -450,24 +445,7 @@ fn tokenizer_json_folder_tokenizes_like_the_builtin_tokenizer() {
     // The same model through the CLI: the folder loads and draws the same image as
     // the original folder (vocab.json + merges.txt).
     let run = |model: &Path, out: &str| {
-        let r = sd(
-            &d,
-            &[
-                "txt2img",
-                "--model",
-                model.to_str().unwrap(),
-                "--backend",
-                "cpu",
-                "--steps",
-                "2",
-                "--seed",
-                "3",
-                "--prompt",
-                "a red fox, (blue:1.2) sky",
-                "--output",
-                out,
-            ],
-        );
+        let r = txt2img(&d, model, "a red fox, (blue:1.2) sky", &["--output", out]);
         assert!(r.ok, "{}", r.stderr);
         std::fs::read(d.join(out)).unwrap()
     };
