@@ -49,6 +49,13 @@ impl Embedding {
             let file = TorchFile::from_bytes(path.to_path_buf(), bytes)?;
             let (trigger, tensor) = find_torch(&file, &stem).map_err(bad)?;
             let (n, width) = check_shape(&trigger, &tensor.shape).map_err(bad)?;
+            let storage = tensor.storage.numel.saturating_mul(tensor.storage.elem.size());
+            if storage > MAX_STORAGE {
+                return Err(bad(format!(
+                    "{trigger:?} is a view of a {storage}-byte storage, more than an embedding \
+                     ever carries ({MAX_STORAGE} bytes): a damaged or hostile file"
+                )));
+            }
             let values = file.tensor_f32(&tensor)?;
             (trigger, n, width, values)
         };
@@ -97,6 +104,12 @@ const MAX_VECTORS: usize = crate::text::CHUNK_TOKENS;
 /// Widest text encoder an embedding could target: SD 1.x 768, SD 2.x 1024, SDXL 1280.
 /// A declared width beyond this is a hostile or broken file, refused before reading.
 const MAX_WIDTH: usize = 4096;
+
+/// Bytes of the storage a torch embedding's tensor views (all of it is read, and
+/// inflated when deflated). An embedding saved as a view of the text encoder's whole
+/// token-embedding matrix carries that matrix: 49408 x 1024 f32 = 202 MB for SD 2.x.
+/// More is no embedding: a deflated zip entry can claim a gigabyte in one megabyte.
+const MAX_STORAGE: usize = 256 << 20;
 
 /// A model file given as an embedding lists this many tensor names, no more.
 const NAMES_SHOWN: usize = 3;

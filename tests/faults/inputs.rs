@@ -120,9 +120,10 @@ fn pint(v: u32) -> Vec<u8> {
     out
 }
 
-/// `torch.save({"<bomb>": FloatTensor[n, width]})` with the storage deflated: zeros
-/// compress about 1000:1, so the file is a few hundred KB and inflates to n*width*4.
-fn deflate_bomb(n: u32, width: u32) -> Vec<u8> {
+/// `torch.save({"<bomb>": t})` where `t` is a `[n, width]` f32 view of a storage of
+/// `storage` floats, deflated: the file is a few megabytes and inflates to
+/// `storage * 4` bytes (about 100 times more).
+fn deflate_bomb(n: u32, width: u32, storage: u32) -> Vec<u8> {
     let mut p = vec![0x80, 2, b'}'];
     p.extend(pstr("<bomb>"));
     p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
@@ -130,7 +131,7 @@ fn deflate_bomb(n: u32, width: u32) -> Vec<u8> {
     p.extend_from_slice(b"ctorch\nFloatStorage\n");
     p.extend(pstr("0"));
     p.extend(pstr("cpu"));
-    p.extend(pint(n * width));
+    p.extend(pint(storage));
     p.extend_from_slice(b"tQ");
     p.extend(pint(0));
     for dims in [[n, width], [width, 1]] {
@@ -144,26 +145,45 @@ fn deflate_bomb(n: u32, width: u32) -> Vec<u8> {
     use zip::write::SimpleFileOptions;
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    let deflated = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    // Level 1 compresses zeros about 230:1, well inside what deflate can do (1032:1),
+    // so only the embedding checks can refuse these files.
+    let deflated = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(1));
     w.start_file("archive/data.pkl", stored).unwrap();
     w.write_all(&p).unwrap();
     w.start_file("archive/data/0", deflated).unwrap();
     let zeros = vec![0u8; 1 << 20];
-    for _ in 0..(n as usize * width as usize * 4) >> 20 {
+    for _ in 0..(storage as usize * 4) >> 20 {
         w.write_all(&zeros).unwrap();
     }
     w.finish().unwrap().into_inner()
 }
 
 #[test]
-fn deflate_bomb_embedding_is_refused_before_inflating() {
+fn deflate_bomb_embeddings_are_refused_before_inflating() {
     let d = tmp("bomb");
-    // 65536 x 1024 f32: 256 MB inflated, about 256 KB on disk.
-    let bomb = deflate_bomb(65536, 1024);
-    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
-    std::fs::write(d.join("bomb.pt"), &bomb).unwrap();
-    let r = sd(&d, &["tokenize", "a cat", "--embedding", "bomb.pt"]);
-    refused_cheaply(&r, &["bomb.pt", "65536 vectors", "1 to 75"]);
+    // 65536 x 1024 f32: 256 MB inflated, about 2.6 MB on disk.
+    let many_vectors = deflate_bomb(65536, 1024, 65536 * 1024);
+    // One 768-wide vector viewing a 320 MB storage.
+    let huge_storage = deflate_bomb(1, 768, 80 << 20);
+    for (name, bomb, needles) in [
+        (
+            "vectors.pt",
+            many_vectors,
+            &["vectors.pt", "65536 vectors", "1 to 75"][..],
+        ),
+        (
+            "storage.pt",
+            huge_storage,
+            &["storage.pt", "335544320-byte storage"][..],
+        ),
+    ] {
+        assert!(bomb.len() < 4 << 20, "{name}: {} bytes", bomb.len());
+        std::fs::write(d.join(name), &bomb).unwrap();
+        let r = sd(&d, &["tokenize", "a cat", "--embedding", name]);
+        refused_cheaply(&r, needles);
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }
 
