@@ -406,7 +406,10 @@ fn unused_embedding_is_warned_about_and_not_recorded() {
 
 /// A copy of the fixture model whose tokenizer is only a `tokenizer.json`, written
 /// by the `tokenizers` crate (the library transformers' fast tokenizers serialise
-/// with) from the fixture's own vocab.json and merges.txt.
+/// with) from the fixture's own vocab.json and merges.txt. transformers 5.24's
+/// `AutoTokenizer.from_pretrained(folder).save_pretrained(out)` writes the same
+/// layout (`tokenizer.json` with `[left, right]` merges, no vocab.json or merges.txt);
+/// such a folder was checked by hand to draw the same image too.
 fn model_with_tokenizer_json(dir: &Path) -> PathBuf {
     use tokenizers::models::bpe::BPE;
     let src = fixture_model();
