@@ -1,4 +1,4 @@
-//! Fault tests (issue 14): hostile and broken inputs, each refused with a clear
-//! message, without panicking, and within a small time and memory bound.
+//! Bad input and faults (issue 14), one module per area.
 
 mod inputs;
+mod models;
