@@ -68,6 +68,8 @@ pub enum Format {
     TorchZip,
     /// The pre-1.6 torch format: a pickled magic number first.
     LegacyTorch,
+    /// A bare pickle (`pickle.dump` of a state dict, no zip, no torch magic).
+    RawPickle,
     /// Anything else is parsed (and validated) as safetensors.
     Safetensors,
 }
@@ -78,7 +80,21 @@ pub fn sniff(bytes: &[u8]) -> Format {
     } else if bytes.len() >= 4 && bytes[0] == 0x80 && bytes[2] == 0x8a && bytes[3] == 0x0a {
         // PROTO n, LONG1 of 10 bytes: torch's magic number 0x1950a86a20f9469cfc6c.
         Format::LegacyTorch
+    } else if is_raw_pickle(bytes) {
+        Format::RawPickle
     } else {
         Format::Safetensors
     }
 }
+
+/// A pickle starts with PROTO (0x80) and its protocol, 2 to 5. A safetensors file
+/// can start with the same two bytes (a header length of 0x..0280), but then its
+/// JSON header opens with `{` at byte 8; in a pickle byte 8 is inside the first
+/// opcodes' arguments (a frame length, a memo index), never that brace.
+fn is_raw_pickle(bytes: &[u8]) -> bool {
+    bytes.len() > 8 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) && bytes[8] != b'{'
+}
+
+/// What to tell the user about a [`Format::RawPickle`] file.
+pub const RAW_PICKLE_HINT: &str = "legacy raw pickle checkpoint (a bare `pickle.dump`, not a torch zip), \
+     not supported: re-save it as safetensors";

@@ -6,7 +6,8 @@
 //! transformers 4 saves them) with its config, after refusing anything that
 //! is not SD 1.x. [`Embedding::load`] reads textual-inversion files.
 //!
-//! Files by concern: `bytes` (mmap), `safetensors`, `pickle/` + `torch`
+//! Files by concern: `bytes` (mmap), `safetensors` (+ `safetensors_header`, the
+//! bounded streaming JSON reader), `pickle/` + `torch`
 //! (non-executing torch zip reader), `source` (renamed / sharded views),
 //! `ldm` (the LDM -> diffusers key map), `family` (detection),
 //! `single_file`, `diffusers`, `open`, `embedding`.
@@ -19,6 +20,7 @@ pub mod ldm;
 mod open;
 pub mod pickle;
 pub mod safetensors;
+mod safetensors_header;
 mod single_file;
 pub mod source;
 pub mod torch;

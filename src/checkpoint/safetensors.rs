@@ -12,14 +12,11 @@
 //! Tensor data may be unaligned: values are decoded with `from_le_bytes`,
 //! never by reinterpreting the map in place.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::Value;
-
-use super::bytes::{is_lfs_pointer, FileBytes, LFS_HINT};
+use super::bytes::{is_lfs_pointer, sniff, FileBytes, Format, LFS_HINT, RAW_PICKLE_HINT};
+use super::safetensors_header::{self, RawEntry};
 use crate::tensor::{CpuData, DType};
 use crate::weights::{convert_bytes, StoredDType, TensorInfo, TensorSource};
 use crate::{Error, Result};
@@ -76,40 +73,6 @@ struct Entry {
     /// Byte range inside the whole file.
     start: usize,
     end: usize,
-}
-
-/// A JSON object read as its list of (key, value) pairs, duplicates kept:
-/// serde_json's own maps silently keep the last of two equal keys.
-struct Pairs<T>(Vec<(String, T)>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Pairs<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V<T>(std::marker::PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = Pairs<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Pairs<T>, A::Error> {
-                let mut v = Vec::new();
-                while let Some(pair) = map.next_entry::<String, T>()? {
-                    v.push(pair);
-                }
-                Ok(Pairs(v))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-/// A value of the top-level object. Objects (tensor entries, `__metadata__`)
-/// keep their pairs too, so a doubled `data_offsets` inside one entry is
-/// caught as well.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum Item {
-    Object(Pairs<Value>),
-    Other(serde::de::IgnoredAny),
 }
 
 pub struct SafetensorsFile {
@@ -171,14 +134,17 @@ impl SafetensorsFile {
     }
 }
 
-/// Parses and checks the header; returns the entries with absolute byte ranges.
 /// The tensor entries and the `__metadata__` of a header.
 type Header = (HashMap<String, Entry>, BTreeMap<String, String>);
 
+/// Parses and checks the header; returns the entries with absolute byte ranges.
 fn parse(bytes: &[u8]) -> std::result::Result<Header, String> {
     let file_len = bytes.len() as u64;
     if is_lfs_pointer(bytes) {
         return Err(format!("not a safetensors file: {LFS_HINT}"));
+    }
+    if sniff(bytes) == Format::RawPickle {
+        return Err(RAW_PICKLE_HINT.into());
     }
     if bytes.len() < 8 {
         return Err(format!(
@@ -200,81 +166,26 @@ fn parse(bytes: &[u8]) -> std::result::Result<Header, String> {
     let text = std::str::from_utf8(&bytes[8..header_end]).map_err(|e| {
         format!("header is not valid UTF-8 ({e}): not a safetensors file, or a corrupted one")
     })?;
-    let top: Pairs<Item> =
-        serde_json::from_str(text).map_err(|e| format!("header is not a valid JSON object: {e}"))?;
-
-    let mut seen = HashSet::new();
-    let mut entries = HashMap::new();
-    let mut metadata = BTreeMap::new();
-    for (name, value) in top.0 {
-        if !seen.insert(name.clone()) {
-            return Err(format!("header has the key {name:?} twice"));
-        }
-        if name == "__metadata__" {
-            metadata = parse_metadata(value)?;
-            continue;
-        }
-        let entry = parse_entry(&name, value, header_end)?;
+    let header = safetensors_header::parse(text)?;
+    let mut entries = HashMap::with_capacity(header.entries.len());
+    for (name, raw) in header.entries {
+        let entry = check_entry(&name, raw, header_end)?;
         entries.insert(name, entry);
     }
     check_layout(&entries, header_end, bytes.len())?;
-    Ok((entries, metadata))
+    Ok((entries, header.metadata))
 }
 
-fn parse_metadata(value: Item) -> std::result::Result<BTreeMap<String, String>, String> {
-    let Item::Object(pairs) = value else {
-        return Err("`__metadata__` is not a JSON object".into());
-    };
-    let mut out = BTreeMap::new();
-    for (k, v) in pairs.0 {
-        let Value::String(s) = v else {
-            return Err(format!("`__metadata__` value of {k:?} is {v}, expected a string"));
-        };
-        if out.insert(k.clone(), s).is_some() {
-            return Err(format!("`__metadata__` has the key {k:?} twice"));
-        }
-    }
-    Ok(out)
-}
-
-fn parse_entry(name: &str, value: Item, header_end: usize) -> std::result::Result<Entry, String> {
-    let Item::Object(pairs) = value else {
-        return Err(format!("entry {name:?} is not a JSON object"));
-    };
-    let mut fields: HashMap<String, Value> = HashMap::new();
-    for (k, v) in pairs.0 {
-        if fields.insert(k.clone(), v).is_some() {
-            return Err(format!("entry {name:?} has the field {k:?} twice"));
-        }
-    }
-    let field = |k: &str| {
-        fields
-            .get(k)
-            .ok_or_else(|| format!("entry {name:?} has no `{k}` field"))
-    };
-    let dtype_name = field("dtype")?
-        .as_str()
-        .ok_or_else(|| format!("entry {name:?}: `dtype` is not a string"))?;
+/// The dtype and byte counts of one entry, with its range inside the whole file.
+fn check_entry(name: &str, raw: RawEntry, header_end: usize) -> std::result::Result<Entry, String> {
+    let RawEntry {
+        dtype: dtype_name,
+        shape,
+        begin,
+        end,
+    } = raw;
     let dtype =
-        parse_dtype(dtype_name).ok_or_else(|| format!("entry {name:?}: unknown dtype {dtype_name:?}"))?;
-    let ints = |k: &str| -> std::result::Result<Vec<usize>, String> {
-        field(k)?
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .map(|v| v.as_u64().and_then(|u| usize::try_from(u).ok()))
-                    .collect::<Option<Vec<usize>>>()
-            })
-            .ok_or_else(|| format!("entry {name:?}: `{k}` is not a list of non-negative integers"))
-    };
-    let shape = ints("shape")?;
-    let offsets = ints("data_offsets")?;
-    let [begin, end] = offsets[..] else {
-        return Err(format!(
-            "entry {name:?}: `data_offsets` has {} values, expected [begin, end]",
-            offsets.len()
-        ));
-    };
+        parse_dtype(&dtype_name).ok_or_else(|| format!("entry {name:?}: unknown dtype {dtype_name:?}"))?;
     if end < begin {
         return Err(format!(
             "entry {name:?}: data_offsets [{begin}, {end}] end before they begin"

@@ -16,14 +16,21 @@ use std::sync::{Arc, Mutex};
 
 use zip::{CompressionMethod, ZipArchive};
 
-use super::bytes::{is_lfs_pointer, sniff, FileBytes, Format, LFS_HINT};
+use super::bytes::{is_lfs_pointer, sniff, FileBytes, Format, LFS_HINT, RAW_PICKLE_HINT};
 use super::pickle::{self, Elem, Id, Node, Pickle, TensorRef};
 use crate::tensor::{CpuData, DType};
 use crate::weights::{convert_bytes, StoredDType, TensorInfo, TensorSource};
 use crate::{Error, Result};
 
-/// `data.pkl` of an SD checkpoint is a few MB at most.
-const MAX_PICKLE: u64 = 512 << 20;
+/// `data.pkl` of an SD checkpoint is well under 1 MB (a training checkpoint
+/// with optimizer state a few MB): 64 MB is far beyond any real file and bounds
+/// what a hostile archive can make us inflate and parse.
+const MAX_PICKLE: u64 = 64 << 20;
+
+/// Deflate cannot compress better than about 1032:1, so an entry that claims to
+/// inflate to more than this many times its compressed size (plus a little for
+/// tiny entries) lies about its size: refused before anything is inflated.
+const MAX_DEFLATE_RATIO: u64 = 1032;
 
 /// Shared bytes readable through a `Cursor` by the zip reader.
 #[derive(Clone)]
@@ -83,6 +90,7 @@ impl TorchFile {
                         .into(),
                 ))
             }
+            Format::RawPickle => return Err(bad(RAW_PICKLE_HINT.into())),
             Format::Safetensors => {
                 return Err(bad(format!(
                     "not a torch zip checkpoint (starts with {:02x?})",
@@ -281,6 +289,14 @@ fn read_entry(
         .by_index(index)
         .map_err(|e| format!("damaged zip entry {index}: {e}"))?;
     let name = f.name().map(|n| n.to_string()).unwrap_or_default();
+    // The declared size first, so an oversized entry is refused before inflating; the
+    // `take` below still bounds an entry whose declared size lies.
+    if f.size() > max {
+        return Err(format!(
+            "zip entry {name} is {} bytes, more than the {max} bytes expected",
+            f.size()
+        ));
+    }
     let mut out = Vec::new();
     f.take(max + 1)
         .read_to_end(&mut out)
@@ -344,7 +360,16 @@ fn index_storages(
                     })?;
                 Entry::Stored(start..end)
             }
-            CompressionMethod::Deflated => Entry::Deflated { index: i, size },
+            CompressionMethod::Deflated => {
+                if f.size() > f.compressed_size().saturating_mul(MAX_DEFLATE_RATIO) + 1024 {
+                    return Err(format!(
+                        "zip entry {dir}{key} claims to inflate from {} to {size} bytes, more than \
+                         deflate can compress: a damaged or hostile archive",
+                        f.compressed_size()
+                    ));
+                }
+                Entry::Deflated { index: i, size }
+            }
             other => return Err(format!("zip entry {dir}{key} uses compression {other:?}")),
         };
         out.insert(key, entry);

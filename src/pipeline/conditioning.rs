@@ -11,6 +11,7 @@
 use super::load::Pipeline;
 use super::request::Request;
 use crate::checkpoint::Embedding;
+use crate::text::triggers::{explain_unused, used_embeddings};
 use crate::text::{apply_emphasis, chunk_pair, chunk_prompt, PromptChunks, Triggers};
 use crate::{Result, Tensor};
 
@@ -50,6 +51,51 @@ impl Pipeline {
         let batch = if guided { 2 } else { 1 };
         let context = Tensor::from_vec(states, &[batch, len, width], self.device())?; // [B, L, D]
         Ok(Conditioning { context, guided })
+    }
+
+    /// Which of `req.embeddings` the prompt or the negative prompt uses (an unused
+    /// one's trigger occurs nowhere as a token sequence).
+    fn embeddings_used(&self, req: &Request) -> Result<Vec<bool>> {
+        let embeddings: Vec<Embedding> = req.embeddings.iter().map(|t| t.embedding.clone()).collect();
+        let width = self.text_encoder.config().hidden_size;
+        let triggers = Triggers::new(&self.tokenizer, &embeddings, width)?;
+        let (pos, neg) = chunk_pair(&self.tokenizer, &triggers, &req.prompt, &req.negative_prompt)?;
+        Ok(used_embeddings(embeddings.len(), &[&pos, &neg]))
+    }
+
+    /// One warning per embedding that neither prompt uses: it changes nothing, which
+    /// the user must hear about rather than find out from the image.
+    pub fn unused_embedding_warnings(&self, req: &Request) -> Result<Vec<String>> {
+        let used = self.embeddings_used(req)?;
+        Ok(req
+            .embeddings
+            .iter()
+            .zip(used)
+            .filter(|(_, used)| !used)
+            .map(|(t, _)| {
+                format!(
+                    "embedding {:?} is not used: {}",
+                    t.embedding.trigger,
+                    explain_unused(&t.embedding.trigger, &[&req.prompt, &req.negative_prompt])
+                )
+            })
+            .collect())
+    }
+
+    /// `(trigger, file hash)` of the embeddings the prompts use: what the PNG records
+    /// (A1111's `TI hashes`), so an unused file is not claimed to have shaped the image.
+    pub fn used_embedding_hashes(&self, req: &Request) -> Vec<(String, String)> {
+        // Cannot fail once `condition` has run on `req` (same checks); were it to, every
+        // embedding is recorded, as before this filter existed.
+        let used = self
+            .embeddings_used(req)
+            .unwrap_or_else(|_| vec![true; req.embeddings.len()]);
+        req.embeddings
+            .iter()
+            .zip(used)
+            .filter(|(_, used)| *used)
+            .map(|(t, _)| (t.embedding.trigger.clone(), t.hash.clone()))
+            .collect()
     }
 
     /// `[L * D]` host states of one prompt: each chunk encoded on its own,

@@ -157,6 +157,7 @@ impl Pipeline {
             ));
         }
 
+        warnings.extend(self.unused_embedding_warnings(req)?);
         check_cancel(progress)?;
         progress.stage(Stage::EncodingPrompt);
         let t = Instant::now();
@@ -335,11 +336,7 @@ impl Pipeline {
             model_name: self.model_name().to_string(),
             clip_skip: req.clip_skip,
             denoising_strength: plan.start.map(|(s, _)| s as f32),
-            embeddings: req
-                .embeddings
-                .iter()
-                .map(|t| (t.embedding.trigger.clone(), t.hash.clone()))
-                .collect(),
+            embeddings: self.used_embedding_hashes(req),
         }
     }
 }

@@ -1,14 +1,53 @@
 //! Images in and out of the pipeline.
 //!
-//! Input (img2img): anything the `image` crate decodes. 16-bit, grayscale
+//! Input (img2img): anything the `image` crate decodes, 8 to 4096 pixels on a
+//! side (checked from the header before decoding). 16-bit, grayscale
 //! and palette images are converted to RGB; an alpha channel is composited
 //! on white (what a user sees in a viewer), never silently dropped.
 //! Output: the decoder's [-1, 1] values mapped as diffusers does,
 //! `round(clamp(x / 2 + 0.5, 0, 1) * 255)`.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::Path;
 
+use image::ImageReader;
+
+use super::request::MAX_SIDE;
 use crate::{Error, Result};
+
+/// The smallest input side: one latent pixel is 8 image pixels (the VAE's scale).
+pub const MIN_INPUT_SIDE: usize = 8;
+
+/// The largest input side: the largest image we generate. Larger photos would be
+/// decoded only to be scaled down (a 10000 x 10000 PNG costs gigabytes as f32).
+pub const MAX_INPUT_SIDE: usize = MAX_SIDE;
+
+/// Refuses an input image (named by `path`) smaller than [`MIN_INPUT_SIDE`] or
+/// larger than [`MAX_INPUT_SIDE`] on a side: an img2img image is never silently
+/// scaled up from a few pixels, and never decoded when it cannot be used.
+pub fn check_input_size(path: &Path, width: usize, height: usize) -> Result<()> {
+    let side = width.min(height);
+    if side < MIN_INPUT_SIDE {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "image is {width}x{height} pixels; img2img needs at least {MIN_INPUT_SIDE} on each \
+                 side (one latent pixel is {MIN_INPUT_SIDE} image pixels)"
+            ),
+        ));
+    }
+    if width.max(height) > MAX_INPUT_SIDE {
+        return Err(Error::bad_file(
+            path,
+            format!(
+                "image is {width}x{height} pixels, larger than {MAX_INPUT_SIDE} on a side: \
+                 scale it down first (img2img works at most at {MAX_INPUT_SIDE} pixels)"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// An RGB image, values in [0, 1], row-major `[H, W, 3]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,18 +58,26 @@ pub struct RgbImage {
 }
 
 impl RgbImage {
-    /// Decodes a file; alpha is composited on white.
+    /// Decodes an img2img input image; alpha is composited on white. The size is
+    /// read from the file's header and checked (see [`check_input_size`]) before
+    /// any pixel is decoded, and the decoder is held to that size.
     pub fn load(path: &Path) -> Result<RgbImage> {
-        let img = image::ImageReader::open(path)
-            .map_err(|e| Error::io(path.display().to_string(), e))?
-            .with_guessed_format()
-            .map_err(|e| Error::io(path.display().to_string(), e))?
-            .decode()
-            .map_err(|e| Error::bad_file(path, format!("cannot decode image: {e}")))?;
+        let reader = || -> Result<ImageReader<BufReader<File>>> {
+            ImageReader::open(path)
+                .map_err(|e| Error::io(path.display().to_string(), e))?
+                .with_guessed_format()
+                .map_err(|e| Error::io(path.display().to_string(), e))
+        };
+        let cannot_decode = |e: image::ImageError| Error::bad_file(path, format!("cannot decode image: {e}"));
+        let (width, height) = reader()?.into_dimensions().map_err(cannot_decode)?;
+        check_input_size(path, width as usize, height as usize)?;
+        let mut limited = reader()?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(width);
+        limits.max_image_height = Some(height);
+        limited.limits(limits);
+        let img = limited.decode().map_err(cannot_decode)?;
         let (width, height) = (img.width() as usize, img.height() as usize);
-        if width == 0 || height == 0 {
-            return Err(Error::bad_file(path, "image has no pixels"));
-        }
         let rgba = img.to_rgba32f();
         let data = rgba
             .pixels()
@@ -135,23 +182,48 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sdw-img-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("a.png");
-        // One opaque red pixel and one fully transparent black pixel.
-        image::RgbaImage::from_raw(2, 1, vec![255, 0, 0, 255, 0, 0, 0, 0])
-            .unwrap()
-            .save(&p)
-            .unwrap();
+        // 8x8: an opaque red pixel, then fully transparent black ones.
+        let mut rgba = vec![0u8; 8 * 8 * 4];
+        rgba[..4].copy_from_slice(&[255, 0, 0, 255]);
+        image::RgbaImage::from_raw(8, 8, rgba).unwrap().save(&p).unwrap();
         let img = RgbImage::load(&p).unwrap();
-        assert_eq!(img.data, vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        assert_eq!((img.width, img.height), (8, 8));
+        assert_eq!(img.data[..6], [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
         let gray16 = dir.join("g.png");
-        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(1, 1, vec![65535u16])
+        image::ImageBuffer::<image::Luma<u16>, _>::from_raw(8, 8, vec![65535u16; 64])
             .unwrap()
             .save(&gray16)
             .unwrap();
-        assert_eq!(RgbImage::load(&gray16).unwrap().data, vec![1.0, 1.0, 1.0]);
+        assert_eq!(RgbImage::load(&gray16).unwrap().data, vec![1.0; 8 * 8 * 3]);
         let bad = dir.join("bad.png");
         std::fs::write(&bad, b"not a png").unwrap();
         let e = RgbImage::load(&bad).unwrap_err().to_string();
         assert!(e.contains("bad.png") && e.contains("decode"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_sizes_it_cannot_use() {
+        let dir = std::env::temp_dir().join(format!("sdw-img-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (w, h) in [(1, 1), (7, 7), (512, 7)] {
+            let p = dir.join(format!("small-{w}x{h}.png"));
+            image::RgbImage::new(w, h).save(&p).unwrap();
+            let e = RgbImage::load(&p).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("small-{w}x{h}.png")) && e.contains(&format!("{w}x{h} pixels")),
+                "{e}"
+            );
+            assert!(e.contains("at least 8"), "{e}");
+        }
+        let e = check_input_size(Path::new("big.png"), 4097, 600)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("big.png") && e.contains("4097x600") && e.contains("4096"),
+            "{e}"
+        );
+        assert!(check_input_size(Path::new("ok.png"), 4096, 8).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

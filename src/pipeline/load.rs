@@ -113,12 +113,16 @@ impl Pipeline {
             },
         )?;
         // Every size and shape is checked before anything is allocated.
-        let checked = check(&ck)?;
+        let mut checked = check(&ck)?;
         let hash_file = ck.unet.files.first().cloned();
         let hash = ModelHash::start(hash_file);
 
         let tokenizer = match &ck.tokenizer_dir {
-            Some(dir) => ClipTokenizer::from_dir(dir)?,
+            Some(dir) => {
+                let (tokenizer, note) = ClipTokenizer::for_folder(dir)?;
+                checked.warnings.extend(note);
+                tokenizer
+            }
             None => ClipTokenizer::embedded(),
         };
         let clip_cfg = &ck.text_encoder.config;

@@ -35,6 +35,35 @@ const EMBEDDED_MERGES: &str = include_str!("../../assets/clip/merges.txt");
 /// alternative at all, so it is dropped.
 const WORD_PATTERN: &str = r"'[sſ]|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}\x{345}]+";
 
+/// The fast tokenizer's file name.
+const TOKENIZER_JSON: &str = "tokenizer.json";
+
+/// CLIP's tokenizer.json is about 2-4 MB; anything far larger is not one.
+const MAX_TOKENIZER_JSON: u64 = 64 << 20;
+
+/// The part of a `tokenizer.json` this reader uses: its BPE model. Its normalizer and
+/// pre-tokenizer are not read: CLIP's are fixed, and ours reproduce OpenAI's.
+#[derive(serde::Deserialize)]
+struct TokenizerJson {
+    model: BpeJson,
+}
+
+#[derive(serde::Deserialize)]
+struct BpeJson {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    vocab: HashMap<String, u32>,
+    merges: Vec<MergeJson>,
+    end_of_word_suffix: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum MergeJson {
+    Line(String),
+    Pair(String, String),
+}
+
 /// The SD 1.x text encoder's vocabulary size: 256 bytes, 256 bytes + `</w>`, 48894 merges,
 /// BOS and EOS.
 pub const VOCAB_SIZE: usize = 49408;
@@ -56,23 +85,74 @@ impl ClipTokenizer {
             .expect("the embedded CLIP vocabulary is valid (checked by tests)")
     }
 
-    /// A diffusers `tokenizer/` folder (`vocab.json` + `merges.txt`).
+    /// A diffusers `tokenizer/` folder: `vocab.json` + `merges.txt` (transformers 4's
+    /// slow-tokenizer files), else `tokenizer.json` (the fast tokenizer's file, all that
+    /// transformers 5 writes). Either way the vocabulary and merges are checked and
+    /// run through the same cleaning, regex and BPE as the built-in tokenizer.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let vocab_path = dir.join("vocab.json");
+        let json_path = dir.join(TOKENIZER_JSON);
+        if !vocab_path.is_file() && json_path.is_file() {
+            return Self::from_tokenizer_json(&json_path);
+        }
         let merges_path = dir.join("merges.txt");
         let vocab = read(&vocab_path)?;
         let merges = read(&merges_path)?;
         Self::from_parts(&vocab, &vocab_path, &merges, &merges_path)
     }
 
-    /// The model folder's own `tokenizer/` when it has one, else the embedded tokenizer.
-    pub fn for_model_dir(model_dir: &Path) -> Result<Self> {
-        let dir = model_dir.join("tokenizer");
-        if dir.join("vocab.json").is_file() {
-            Self::from_dir(&dir)
-        } else {
-            Ok(Self::embedded())
+    /// As [`ClipTokenizer::from_dir`], except that a folder with no tokenizer file at
+    /// all gives the built-in tokenizer, with a note saying so for the user.
+    pub fn for_folder(dir: &Path) -> Result<(Self, Option<String>)> {
+        let has_files = ["vocab.json", "merges.txt", TOKENIZER_JSON]
+            .iter()
+            .any(|f| dir.join(f).is_file());
+        if has_files {
+            return Ok((Self::from_dir(dir)?, None));
         }
+        let note = format!(
+            "{} has no vocab.json, merges.txt or {TOKENIZER_JSON}: using the built-in CLIP tokenizer",
+            dir.display()
+        );
+        Ok((Self::embedded(), Some(note)))
+    }
+
+    /// A `tokenizer.json` whose model is CLIP's BPE.
+    pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
+        let bad = |msg: String| Error::bad_file(path, msg);
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path.display().to_string(), e))?
+            .len();
+        if len > MAX_TOKENIZER_JSON {
+            return Err(bad(format!(
+                "{len} bytes, more than any CLIP tokenizer.json (about 2-4 MB; limit {MAX_TOKENIZER_JSON})"
+            )));
+        }
+        let file: TokenizerJson = serde_json::from_str(&read(path)?)
+            .map_err(|e| bad(format!("not a tokenizer.json with a BPE model: {e}")))?;
+        let model = file.model;
+        if let Some(kind) = model.kind.as_deref().filter(|&k| k != "BPE") {
+            return Err(bad(format!("model.type is {kind:?}, expected CLIP's \"BPE\"")));
+        }
+        if let Some(suffix) = model.end_of_word_suffix.as_deref().filter(|&s| s != "</w>") {
+            return Err(bad(format!(
+                "model.end_of_word_suffix is {suffix:?}, expected CLIP's \"</w>\""
+            )));
+        }
+        check_vocab(&model.vocab, path)?;
+        // Older files write each merge as "left right", newer ones as ["left", "right"];
+        // both become merges.txt lines (no CLIP token contains a space).
+        let lines: Vec<String> = model
+            .merges
+            .into_iter()
+            .map(|m| match m {
+                MergeJson::Line(line) => line,
+                MergeJson::Pair(left, right) => format!("{left} {right}"),
+            })
+            .collect();
+        let merges = parse_merges(&lines.join("\n"), &model.vocab)
+            .map_err(|msg| bad(format!("model.merges: {}", msg.replacen("line", "merge", 1))))?;
+        Self::from_vocab(model.vocab, merges, path)
     }
 
     fn from_parts(
@@ -85,7 +165,11 @@ impl ClipTokenizer {
             .map_err(|e| Error::bad_file(vocab_origin, format!("not a JSON object of token -> id: {e}")))?;
         check_vocab(&vocab, vocab_origin)?;
         let merges = parse_merges(merges_txt, &vocab).map_err(|msg| Error::bad_file(merges_origin, msg))?;
+        Self::from_vocab(vocab, merges, merges_origin)
+    }
 
+    /// The tokenizer of a checked vocabulary and its merges.
+    fn from_vocab(vocab: HashMap<String, u32>, merges: Vec<(String, String)>, origin: &Path) -> Result<Self> {
         let mut tokens = vec![String::new(); vocab.len()];
         for (token, &id) in &vocab {
             tokens[id as usize] = token.clone();
@@ -96,7 +180,7 @@ impl ClipTokenizer {
             .end_of_word_suffix("</w>".into())
             .unk_token("<|endoftext|>".into())
             .build()
-            .map_err(|e| Error::bad_file(merges_origin, e.to_string()))?;
+            .map_err(|e| Error::bad_file(origin, e.to_string()))?;
         let split = Split::new(
             SplitPattern::Regex(WORD_PATTERN.into()),
             SplitDelimiterBehavior::Removed,
@@ -328,19 +412,64 @@ mod tests {
     }
 
     #[test]
-    fn model_dir_tokenizer_is_preferred() {
-        let model = std::env::temp_dir().join(format!("sd-wgpu-model-{}", std::process::id()));
-        std::fs::create_dir_all(model.join("tokenizer")).unwrap();
+    fn folder_files_are_preferred() {
+        let dir = std::env::temp_dir().join(format!("sd-wgpu-tokdir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, note) = ClipTokenizer::for_folder(&dir).expect("no files: built-in");
+        let note = note.expect("the fallback is said");
         assert!(
-            ClipTokenizer::for_model_dir(&model).is_ok(),
-            "no vocab.json: embedded"
+            note.contains("built-in") && note.contains("tokenizer.json"),
+            "{note}"
         );
-        std::fs::write(model.join("tokenizer/vocab.json"), "[]").unwrap();
-        std::fs::write(model.join("tokenizer/merges.txt"), "#version: 0.2\n").unwrap();
-        let err = ClipTokenizer::for_model_dir(&model)
+        std::fs::write(dir.join("vocab.json"), "[]").unwrap();
+        std::fs::write(dir.join("merges.txt"), "#version: 0.2\n").unwrap();
+        let err = ClipTokenizer::for_folder(&dir)
             .err()
             .expect("the folder's own files are read");
-        assert!(err.to_string().contains("tokenizer/vocab.json"), "{err}");
-        std::fs::remove_dir_all(&model).unwrap();
+        assert!(err.to_string().contains("vocab.json"), "{err}");
+        std::fs::remove_file(dir.join("vocab.json")).unwrap();
+        let err = ClipTokenizer::for_folder(&dir)
+            .err()
+            .expect("merges.txt alone is incomplete");
+        assert!(err.to_string().contains("vocab.json"), "{err}");
+        std::fs::remove_file(dir.join("merges.txt")).unwrap();
+        std::fs::write(
+            dir.join("tokenizer.json"),
+            r#"{"model": {"type": "WordPiece", "vocab": {}, "merges": []}}"#,
+        )
+        .unwrap();
+        let err = ClipTokenizer::for_folder(&dir).err().expect("not CLIP's BPE");
+        assert!(
+            err.to_string().contains("tokenizer.json") && err.to_string().contains("WordPiece"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tokenizer_json_with_string_merges_reads_like_the_embedded_files() {
+        // Older tokenizer.json files write merges as "left right" strings.
+        let vocab: serde_json::Value = serde_json::from_str(EMBEDDED_VOCAB).unwrap();
+        let merges: Vec<&str> = EMBEDDED_MERGES.lines().skip(1).collect();
+        let json = serde_json::json!({
+            "model": {"type": "BPE", "vocab": vocab, "merges": merges, "end_of_word_suffix": "</w>"}
+        });
+        let dir = std::env::temp_dir().join(format!("sd-wgpu-tokjson-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+        let tok = ClipTokenizer::from_dir(&dir).unwrap();
+        let embedded = ClipTokenizer::embedded();
+        for text in ["a photo of a cat", "café 東, <hazard>!", "((masterpiece)) 8k uhd"] {
+            assert_eq!(tok.encode(text), embedded.encode(text), "{text}");
+        }
+        let mut bad = json.clone();
+        bad["model"]["merges"][2] = "zzq qq".into();
+        std::fs::write(dir.join("tokenizer.json"), bad.to_string()).unwrap();
+        let err = ClipTokenizer::from_dir(&dir)
+            .err()
+            .expect("bad merge")
+            .to_string();
+        assert!(err.contains("tokenizer.json") && err.contains("merge 3"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

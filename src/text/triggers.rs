@@ -4,10 +4,12 @@
 //! sequence inside each weighted piece of the prompt (longest trigger first). Matching on
 //! tokens means matching on CLIP's word boundaries: the trigger `<cat-toy>` matches in
 //! `a <cat-toy> on a mat`, but not in `a <cat-toy>, on a mat`, where `>,` is one token.
+//! (diffusers, which adds the trigger to the vocabulary, would match there.) An unused
+//! trigger is reported to the user with [`explain_unused`], never skipped silently.
 
 use std::collections::HashMap;
 
-use super::{ClipTokenizer, CHUNK_TOKENS};
+use super::{ClipTokenizer, PromptChunks, CHUNK_TOKENS};
 use crate::checkpoint::Embedding;
 use crate::{Error, Result};
 
@@ -100,6 +102,48 @@ impl Triggers {
     pub fn vector_count(&self, index: usize) -> usize {
         self.entries[index].1
     }
+
+    /// The token ids of embedding `index`'s trigger.
+    pub fn ids(&self, index: usize) -> &[u32] {
+        &self.entries[index].0
+    }
+}
+
+/// Which embeddings the chunks of `prompts` place vectors for, by embedding index.
+pub fn used_embeddings(count: usize, prompts: &[&PromptChunks]) -> Vec<bool> {
+    let mut used = vec![false; count];
+    for injection in prompts.iter().flat_map(|p| &p.chunks).flat_map(|c| &c.injected) {
+        used[injection.embedding] = true;
+    }
+    used
+}
+
+/// Why `trigger` matched nowhere in `prompts`, in words for the user. The usual
+/// cause is punctuation touching the trigger: CLIP reads `<cat-toy>,` as `<`, `cat`,
+/// `-`, `toy`, `>,`, so the trigger's last token `>` is not there (A1111 matches the
+/// same way and misses it too).
+pub fn explain_unused(trigger: &str, prompts: &[&str]) -> String {
+    let needle = trigger.to_lowercase();
+    for prompt in prompts {
+        let lower = prompt.to_lowercase();
+        let Some(at) = lower.find(&needle) else { continue };
+        // The whitespace-delimited text around the occurrence: what the user typed.
+        let start = lower[..at].rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let end = lower[at + needle.len()..]
+            .find(char::is_whitespace)
+            .map_or(lower.len(), |i| at + needle.len() + i);
+        return format!(
+            "{trigger:?} occurs only inside {:?}, which CLIP splits into other words (as A1111 \
+             does): put spaces around the trigger",
+            &lower[start..end]
+        );
+    }
+    let where_ = if prompts.len() > 1 {
+        "the prompt or the negative prompt"
+    } else {
+        "the prompt"
+    };
+    format!("its trigger {trigger:?} does not occur in {where_}")
 }
 
 #[cfg(test)]
@@ -149,5 +193,15 @@ mod tests {
         bad.vectors.pop();
         let e = err(&[bad]);
         assert!(e.contains("1536") && e.contains("1535"), "{e}");
+    }
+
+    #[test]
+    fn explains_unused_triggers() {
+        let e = explain_unused("<hazard>", &["a <Hazard>, on black", ""]);
+        assert!(e.contains("\"<hazard>,\"") && e.contains("spaces"), "{e}");
+        let e = explain_unused("<hazard>", &["a cat", "\"<hazard>\""]);
+        assert!(e.contains("\"\\\"<hazard>\\\"\""), "{e}");
+        let e = explain_unused("<hazard>", &["a cat", "blurry"]);
+        assert!(e.contains("does not occur"), "{e}");
     }
 }

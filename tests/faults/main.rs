@@ -1,4 +1,5 @@
 //! Bad input and faults (issue 14), one module per area.
 
 mod device;
+mod inputs;
 mod models;

@@ -193,3 +193,40 @@ fn opens_from_disk_and_names_the_path() {
     assert_has(&msg, &["empty.safetensors", "0 bytes"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn refuses_headers_beyond_the_limits() {
+    // More entries than any real file: refused as the parse reaches the limit.
+    let many: Vec<String> = (0..100_001)
+        .map(|i| format!("\"t{i}\":{{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}"))
+        .collect();
+    refuse(
+        with_header(&format!("{{{}}}", many.join(",")), &[]),
+        &["more than 100000 tensors"],
+    );
+    let long_shape = format!("[{}]", vec!["1"; 65].join(","));
+    let h = format!(r#"{{"w":{{"dtype":"F32","shape":{long_shape},"data_offsets":[0,4]}}}}"#);
+    refuse(
+        with_header(&h, &[f32s("w", &[1])]),
+        &["`shape` is not a list of at most 64"],
+    );
+    let fields: Vec<String> = (0..17).map(|i| format!("\"f{i}\":0")).collect();
+    let h = format!(r#"{{"w":{{{}}}}}"#, fields.join(","));
+    refuse(with_header(&h, &[]), &["\"w\" has more than 16 fields"]);
+    refuse(
+        with_header(r#"{"__metadata__":{"a":["x"]}}"#, &[]),
+        &["`__metadata__` value of \"a\" is a list, expected a string"],
+    );
+}
+
+#[test]
+fn header_length_that_starts_like_a_pickle_is_still_safetensors() {
+    // A 640-byte header: its length starts 0x80 0x02, like a protocol-2 pickle.
+    let t = [f32s("w", &[2])];
+    let mut h = header(&t, None);
+    h.push_str(&" ".repeat(640 - h.len()));
+    let bytes = with_header(&h, &t);
+    assert_eq!(bytes[..2], [0x80, 0x02]);
+    let st = open_bytes("x.safetensors", bytes).unwrap();
+    assert_eq!(st.names(), ["w"]);
+}

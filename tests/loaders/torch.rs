@@ -239,3 +239,38 @@ fn pickle_machine_bounds() {
         assert!(e.contains(want), "{e}");
     }
 }
+
+#[test]
+fn refuses_entry_claiming_more_than_deflate_can_hold() {
+    // tiny/data/7 is 133 bytes deflated; its central directory entry now claims it
+    // inflates to 10 MB, a ratio no deflate stream reaches: refused before inflating.
+    let mut bytes = std::fs::read(fixture("tiny_deflated.ckpt")).unwrap();
+    let name = b"tiny/data/7";
+    let at = (0..bytes.len() - 46)
+        .find(|&i| bytes[i..].starts_with(b"PK\x01\x02") && bytes[i + 46..].starts_with(name))
+        .expect("central directory entry of tiny/data/7");
+    bytes[at + 24..at + 28].copy_from_slice(&10_000_000u32.to_le_bytes());
+    let msg = err(TorchFile::from_bytes(
+        PathBuf::from("claims.ckpt"),
+        FileBytes::Owned(bytes),
+    ));
+    assert_has(
+        &msg,
+        &["claims.ckpt", "tiny/data/7", "10000000", "more than deflate"],
+    );
+}
+
+#[test]
+fn names_raw_pickles() {
+    // pickle.dump({"w": 1}, protocol=2): neither a torch zip nor the legacy format.
+    let mut pkl = vec![0x80, 2, b'}', b'q', 0, b'('];
+    pkl.extend(pstr("w"));
+    pkl.extend_from_slice(&[b'K', 1, b'u', b'.']);
+    let msg = err(TorchFile::from_bytes(
+        PathBuf::from("raw.ckpt"),
+        FileBytes::Owned(pkl.clone()),
+    ));
+    assert_has(&msg, &["raw.ckpt", "legacy raw pickle", "safetensors"]);
+    let msg = err(open_bytes("raw.safetensors", pkl));
+    assert_has(&msg, &["raw.safetensors", "legacy raw pickle"]);
+}

@@ -5,7 +5,7 @@
 //! Bounds: the stack and the mark stack are capped, memo indices are keys of
 //! a map (a huge index costs nothing), every length is checked against the
 //! bytes left before anything is allocated, the number of nodes is at most
-//! the number of opcodes, and the items copied into call arguments have a
+//! the number of opcodes and at most `MAX_NODES`, and the items copied into call arguments have a
 //! total budget (no quadratic blow-up from one huge tuple passed many times).
 //! Nested containers refer to each other by index, so no nesting depth can
 //! overflow the stack.
@@ -16,6 +16,11 @@ use super::globals::{self, Global};
 use super::value::{Elem, Id, Node, Pickle, Storage};
 
 const MAX_STACK: usize = 1 << 20;
+
+/// Objects in one pickle. An SD checkpoint's `data.pkl` builds tens of thousands
+/// (a training checkpoint with optimizer state a few hundred thousand); this bounds
+/// the arena a hostile pickle of tiny opcodes could grow.
+const MAX_NODES: usize = 1 << 21;
 
 /// Items copied out of containers (call arguments) over a whole pickle: a
 /// huge tuple passed to thousands of calls would otherwise cost quadratic time.
@@ -122,6 +127,11 @@ impl Vm<'_> {
 
     fn push_node(&mut self, n: Node) -> Result<(), String> {
         let id = self.p.nodes.len();
+        if id >= MAX_NODES {
+            return Err(format!(
+                "more than {MAX_NODES} objects: no torch checkpoint has that many"
+            ));
+        }
         self.p.nodes.push(n);
         self.push(id)
     }
