@@ -302,6 +302,7 @@ fn textual_inversion_vectors_replace_their_trigger() {
             vectors: token_rows(&red_fox),
         },
         hash: "0123456789ab".into(),
+        path: None,
     };
     let with = Request {
         embeddings: vec![ti.clone()],
