@@ -31,7 +31,7 @@ pub struct Request {
     pub negative_prompt: String,
     /// Inference steps (img2img runs `steps * strength` of them).
     pub steps: usize,
-    /// Classifier-free guidance scale; 1 skips the unconditional pass.
+    /// Classifier-free guidance scale, 0 to [`MAX_CFG_SCALE`]; 1 skips the unconditional pass.
     pub cfg_scale: f32,
     /// `None`: the sampler the model's scheduler config names (PNDM for SD 1.5).
     pub sampler: Option<SamplerKind>,
