@@ -159,8 +159,8 @@ fn strength_defaults_to_a1111s() {
 }
 
 #[test]
-fn cfg_scale_must_be_finite_and_bounded() {
-    let d = tmp("flags-cfg");
+fn float_flags_must_be_finite_and_bounded() {
+    let d = tmp("flags-floats");
     for bad in ["nan", "inf", "-inf", "1e30", "100.5", "-1"] {
         let r = txt2img(&d, &["--cfg-scale", bad]);
         one_line_error(&r, &["--cfg-scale", "0 to 100"]);
@@ -174,6 +174,26 @@ fn cfg_scale_must_be_finite_and_bounded() {
     assert!(r.ok, "{}", r.stderr);
     let help = sd(&d, &["txt2img", "--help"]);
     assert!(help.stdout.contains("0 to 100"), "{}", help.stdout);
+
+    let input = input_png();
+    for bad in ["nan", "inf", "1.5", "-0.1"] {
+        let args = [
+            "img2img",
+            "--image",
+            input.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--strength",
+            bad,
+        ];
+        let r = sd(&d, &args);
+        one_line_error(&r, &["--strength", "between 0 and 1"]);
+        assert!(
+            !r.stderr.contains("device:"),
+            "refused before loading: {}",
+            r.stderr
+        );
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }
 
