@@ -44,7 +44,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "NAME", value_parser = flags::sampler)]
     pub sampler: Option<SamplerKind>,
     /// Seed of the noise; -1 or none: random, printed. Image i of a batch uses seed + i.
-    #[arg(long, value_name = "N", value_parser = flags::seed, allow_hyphen_values = true)]
+    #[arg(long, value_name = "N", value_parser = flags::seed, allow_negative_numbers = true)]
     pub seed: Option<Seed>,
     /// Image width in pixels, a multiple of 8 (default: the model's native size;
     /// img2img: the input's width rounded down to a multiple of 8).
