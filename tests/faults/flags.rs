@@ -10,20 +10,35 @@ use cli::{model, one_line_error, parameters, sd, tmp, with, Run};
 
 use sd_wgpu::schedulers::SamplerKind;
 
-/// txt2img on the fixture model, CPU, 2 steps, into `dir`.
-fn txt2img(dir: &Path, extra: &[&str]) -> Run {
+/// `command` on the fixture model, CPU, 2 steps, in `dir` (img2img: on the fixture image);
+/// `extra` replaces or adds flags.
+fn generate(dir: &Path, command: &str, extra: &[&str]) -> Run {
     let m = model();
-    let defaults = [
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline/input.png");
+    let mut defaults = vec![
         ("--prompt", "a fox"),
         ("--model", m.to_str().unwrap()),
         ("--backend", "cpu"),
         ("--steps", "2"),
     ];
-    sd(dir, &with("txt2img", &defaults, extra))
+    if command == "img2img" {
+        defaults.push(("--image", input.to_str().unwrap()));
+    }
+    sd(dir, &with(command, &defaults, extra))
 }
 
-fn input_png() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline/input.png")
+fn txt2img(dir: &Path, extra: &[&str]) -> Run {
+    generate(dir, "txt2img", extra)
+}
+
+/// A bad flag is refused on one line naming `needles`, before the model loads.
+fn refused_early(r: &Run, needles: &[&str]) {
+    one_line_error(r, needles);
+    assert!(
+        !r.stderr.contains("device:"),
+        "refused before loading: {}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -132,24 +147,7 @@ fn samplers_lists_every_name() {
 #[test]
 fn strength_defaults_to_a1111s() {
     let d = tmp("flags-strength");
-    let m = model();
-    let input = input_png();
-    let args = [
-        "img2img",
-        "--image",
-        input.to_str().unwrap(),
-        "--prompt",
-        "a fox",
-        "--model",
-        m.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--steps",
-        "2",
-        "--output",
-        "s.png",
-    ];
-    let r = sd(&d, &args);
+    let r = generate(&d, "img2img", &["--output", "s.png"]);
     assert!(r.ok, "{}", r.stderr);
     let params = parameters(&d.join("s.png"));
     assert!(params.contains("Denoising strength: 0.75"), "{params}");
@@ -163,36 +161,16 @@ fn float_flags_must_be_finite_and_bounded() {
     let d = tmp("flags-floats");
     for bad in ["nan", "inf", "-inf", "1e30", "100.5", "-1"] {
         let r = txt2img(&d, &["--cfg-scale", bad]);
-        one_line_error(&r, &["--cfg-scale", "0 to 100"]);
-        assert!(
-            !r.stderr.contains("device:"),
-            "refused before loading: {}",
-            r.stderr
-        );
+        refused_early(&r, &["--cfg-scale", "0 to 100"]);
     }
     let r = txt2img(&d, &["--cfg-scale", "100", "--quiet", "--output", "c.png"]);
     assert!(r.ok, "{}", r.stderr);
     let help = sd(&d, &["txt2img", "--help"]);
     assert!(help.stdout.contains("0 to 100"), "{}", help.stdout);
 
-    let input = input_png();
     for bad in ["nan", "inf", "1.5", "-0.1"] {
-        let args = [
-            "img2img",
-            "--image",
-            input.to_str().unwrap(),
-            "--prompt",
-            "x",
-            "--strength",
-            bad,
-        ];
-        let r = sd(&d, &args);
-        one_line_error(&r, &["--strength", "between 0 and 1"]);
-        assert!(
-            !r.stderr.contains("device:"),
-            "refused before loading: {}",
-            r.stderr
-        );
+        let r = generate(&d, "img2img", &["--strength", bad]);
+        refused_early(&r, &["--strength", "between 0 and 1"]);
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -267,26 +245,9 @@ fn size_and_file_messages_name_what_the_user_gave() {
     // img2img's default size is the image's: an unusable one names the image, not --width,
     // and is refused before the model loads.
     image::RgbImage::new(4104, 16).save(d.join("wide.png")).unwrap();
-    let m = model();
-    let args = [
-        "img2img",
-        "--image",
-        "wide.png",
-        "--prompt",
-        "x",
-        "--model",
-        m.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ];
-    let r = sd(&d, &args);
-    one_line_error(&r, &["wide.png", "4104x16", "4096", "pass --width"]);
+    let r = generate(&d, "img2img", &["--image", "wide.png"]);
+    refused_early(&r, &["wide.png", "4104x16", "4096", "pass --width"]);
     assert!(!r.stderr.contains("argument --width"), "{}", r.stderr);
-    assert!(
-        !r.stderr.contains("device:"),
-        "refused before loading: {}",
-        r.stderr
-    );
 
     // An embedding of another width names its file (the fixture's text encoder is 32 wide).
     write_embedding(&d.join("sd15-wide.safetensors"), "<wide>", 768);
