@@ -7,15 +7,21 @@
 //! at a time (so host memory never holds the whole model).
 //!
 //! Model constructors call `vb.get(name, shape)` and get a `Tensor` back even
-//! when the weight is missing or mis-shaped (a zero placeholder); every such
+//! when the weight is missing or mis-shaped (a placeholder); every such
 //! problem is recorded, and `VarBuilder::finish` reports them all at once,
 //! together with the keys nobody asked for. That keeps model code free of `?`
 //! and gives users one complete message instead of the first missing key.
+//!
+//! Shapes are compared with what the source declares before anything is read
+//! or allocated, and a placeholder holds no data (see `placeholder`): a
+//! config that asks for absurd sizes costs nothing before it is reported. A
+//! builder made by `VarBuilder::shapes_only` reads nothing at all, so a
+//! checkpoint can be checked against its configs before loading.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::tensor::{CpuData, DType, Tensor};
+use crate::tensor::{CpuData, DType, Storage, Tensor};
 use crate::{Device, Error, Result};
 
 /// Element types found in checkpoint files.
@@ -151,10 +157,19 @@ struct Log {
 /// Makes up the values of a weight from its name and shape.
 type Init = dyn Fn(&str, &[usize]) -> Vec<f32> + Send + Sync;
 
+/// Where the values of the weights come from.
+enum Values {
+    /// Read from the source.
+    Read,
+    /// None: names and shapes are only compared ([`VarBuilder::shapes_only`]).
+    ShapesOnly,
+    /// Made up by [`VarBuilder::from_fn`], none read.
+    Generated(Box<Init>),
+}
+
 struct Inner {
     source: Arc<dyn TensorSource>,
-    /// Set by [`VarBuilder::from_fn`]: every weight is generated, none read.
-    init: Option<Box<Init>>,
+    values: Values,
     device: Device,
     dtype: DType,
     log: Mutex<Log>,
@@ -173,7 +188,7 @@ impl VarBuilder {
         VarBuilder {
             inner: Arc::new(Inner {
                 source,
-                init: None,
+                values: Values::Read,
                 device: device.clone(),
                 dtype,
                 log: Mutex::new(Log::default()),
@@ -194,9 +209,26 @@ impl VarBuilder {
         VarBuilder {
             inner: Arc::new(Inner {
                 source: Arc::new(MemorySource::new()),
-                init: Some(Box::new(init)),
+                values: Values::Generated(Box::new(init)),
                 device: device.clone(),
                 dtype,
+                log: Mutex::new(Log::default()),
+            }),
+            prefix: String::new(),
+        }
+    }
+
+    /// Compares the names and shapes a model asks for with those `source`
+    /// declares, reading no tensor data: every tensor it returns is a
+    /// `placeholder`, so the model built from it must be dropped once
+    /// `finish` has reported (the models' `check` functions do this).
+    pub(crate) fn shapes_only(source: Arc<dyn TensorSource>) -> VarBuilder {
+        VarBuilder {
+            inner: Arc::new(Inner {
+                source,
+                values: Values::ShapesOnly,
+                device: Device::Cpu,
+                dtype: DType::F32,
                 log: Mutex::new(Log::default()),
             }),
             prefix: String::new(),
@@ -240,44 +272,34 @@ impl VarBuilder {
     /// The weight `name` with the expected `shape`, stored as `dtype`.
     pub fn get_as(&self, name: &str, shape: &[usize], dtype: DType) -> Tensor {
         let full = self.path(name);
-        let placeholder = || {
-            Tensor::zeros(shape, dtype, &self.inner.device)
-                .unwrap_or_else(|_| Tensor::zeros(shape, dtype, &Device::Cpu).expect("host zeros"))
-        };
-        if let Some(init) = &self.inner.init {
-            match Tensor::from_f32(init(&full, shape), shape, dtype, &self.inner.device) {
-                Ok(t) => return t,
-                Err(e) => {
-                    let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
-                    log.failed.push(format!("{full}: {e}"));
-                    return placeholder();
-                }
-            }
-        }
-        let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.used.insert(full.clone());
-        let Some(info) = self.inner.source.info(&full) else {
-            log.missing.push(full);
-            return placeholder();
-        };
-        if info.shape != shape {
-            log.mismatched.push((full, shape.to_vec(), info.shape));
-            return placeholder();
-        }
-        drop(log);
-        let loaded = self
-            .inner
-            .source
-            .read(&full, dtype)
-            .and_then(|data| Tensor::from_cpu_data(data, shape, &self.inner.device));
-        match loaded {
-            Ok(t) => t,
-            Err(e) => {
+        let source = &self.inner.source;
+        let read = match &self.inner.values {
+            Values::Generated(init) => Tensor::from_f32(init(&full, shape), shape, dtype, &self.inner.device),
+            Values::Read | Values::ShapesOnly => {
                 let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
-                log.failed.push(format!("{full}: {e}"));
-                placeholder()
+                log.used.insert(full.clone());
+                let Some(info) = source.info(&full) else {
+                    log.missing.push(full);
+                    return placeholder(shape, dtype);
+                };
+                if info.shape != shape {
+                    log.mismatched.push((full, shape.to_vec(), info.shape));
+                    return placeholder(shape, dtype);
+                }
+                if matches!(self.inner.values, Values::ShapesOnly) {
+                    return placeholder(shape, dtype);
+                }
+                drop(log);
+                source
+                    .read(&full, dtype)
+                    .and_then(|data| Tensor::from_cpu_data(data, shape, &self.inner.device))
             }
-        }
+        };
+        read.unwrap_or_else(|e| {
+            let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.failed.push(format!("{full}: {e}"));
+            placeholder(shape, dtype)
+        })
     }
 
     /// Reports every missing, mis-shaped or unreadable weight, and every key
@@ -349,6 +371,16 @@ impl VarBuilder {
     }
 }
 
+/// What a builder returns for a weight it could not (or was not asked to)
+/// load: the expected shape over no data. The model it goes into is never
+/// run, since `finish` reports the problem (or, for `shapes_only`, the model
+/// is dropped), so it needs no memory whatever size a config asked for; a
+/// zero tensor of that size was what let a crafted config abort the process.
+fn placeholder(shape: &[usize], dtype: DType) -> Tensor {
+    let empty = CpuData::from_f32(Vec::new(), dtype);
+    Tensor::from_storage(Storage::Cpu(Arc::new(empty)), shape, dtype)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +404,36 @@ mod tests {
         assert!(e.contains("missing (1): a.gone"), "{e}");
         assert!(e.contains("a.bias expected [2] found [3]"), "{e}");
         assert!(e.contains("unexpected (1): a.extra"), "{e}");
+    }
+
+    #[test]
+    fn placeholders_hold_no_data() {
+        // 2^40 elements: a zero placeholder of this size would abort.
+        let huge = [1 << 20, 1 << 20];
+        let mut src = MemorySource::new();
+        src.insert("w", &[2], vec![1.0; 2]);
+        let vb = VarBuilder::new(Arc::new(src), &Device::Cpu, DType::F32);
+        assert_eq!(vb.get("w", &huge).shape(), huge);
+        assert_eq!(vb.get("gone", &huge).elem_count(), 1 << 40);
+        let e = vb.finish("test model", &[]).unwrap_err().to_string();
+        assert!(e.contains("w expected [1048576, 1048576] found [2]"), "{e}");
+        assert!(e.contains("missing (1): gone"), "{e}");
+    }
+
+    #[test]
+    fn shapes_only_compares_without_reading() {
+        let mut src = MemorySource::new();
+        src.insert("a", &[2, 3], vec![1.0; 6]);
+        let vb = VarBuilder::shapes_only(Arc::new(src));
+        let a = vb.get("a", &[2, 3]);
+        assert!(
+            matches!(a.storage(), Storage::Cpu(d) if d.is_empty()),
+            "nothing read"
+        );
+        vb.finish("test model", &[]).unwrap();
+        let _ = vb.get("a", &[3, 2]);
+        let e = vb.finish("test model", &[]).unwrap_err().to_string();
+        assert!(e.contains("a expected [3, 2] found [2, 3]"), "{e}");
     }
 
     #[test]

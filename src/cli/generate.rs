@@ -193,9 +193,12 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
             pipe.default_size().0,
             pipe.default_size().1
         );
-        for w in pipe.warnings() {
+        for w in pipe.notes() {
             eprintln!("note: {w}");
         }
+    }
+    for w in pipe.warnings() {
+        say(format!("warning: {w}"));
     }
 
     // 4. Generation.

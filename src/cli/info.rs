@@ -1,9 +1,12 @@
 //! `sd-wgpu info [--model PATH]`: what a checkpoint is, without loading it
-//! (the built-in demo model without `--model`).
+//! (the built-in demo model without `--model`). It runs the checks loading
+//! runs before it reads a weight (`pipeline::check`): a checkpoint `info`
+//! accepts loads, and one it refuses gets the same error as `txt2img`.
 
 use std::path::PathBuf;
 
 use sd_wgpu::checkpoint::{open_with, Component, OpenOptions};
+use sd_wgpu::pipeline::check;
 use sd_wgpu::pipeline::embedded::{default_cache_dir, demo_model_dir};
 
 use super::flags::must_exist;
@@ -31,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => demo_model_dir(&default_cache_dir())?,
     };
     let ck = open_with(&path, &opts)?;
+    let checked = check(&ck);
     println!("model:   {}", ck.path.display());
     println!("layout:  {}", ck.layout);
     println!("family:  {} ({})", ck.detection.family, ck.detection.evidence);
@@ -77,12 +81,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => println!("scheduler: none in the checkpoint (SD 1.x defaults)"),
     }
-    if !ck.warnings.is_empty() {
+    let found = checked.as_ref().map_or(&[][..], |c| &c.warnings[..]);
+    let warnings: Vec<&String> = ck.warnings.iter().chain(found).collect();
+    if !warnings.is_empty() {
         println!("warnings:");
-        for w in &ck.warnings {
+        for w in warnings {
             println!("  - {w}");
         }
     }
+    let checked = checked?;
+    println!(
+        "check:   every weight matches the configs; default sampler {}",
+        checked.default_sampler
+    );
     Ok(())
 }
 

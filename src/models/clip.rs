@@ -136,7 +136,16 @@ impl ClipTextModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        let vb = VarBuilder::new(source, device, dtype);
+        ClipTextModel::build(VarBuilder::new(source, device, dtype), cfg)
+    }
+
+    /// Compares the weights of `source` (names and shapes) with what `cfg`
+    /// needs, reading and allocating none of them; the same report as `load`.
+    pub fn check(source: Arc<dyn TensorSource>, cfg: &ClipConfig) -> Result<()> {
+        ClipTextModel::build(VarBuilder::shapes_only(source), cfg).map(drop)
+    }
+
+    fn build(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
         let vb = if vb.contains(&format!("{TEXT_MODEL_PREFIX}.embeddings.token_embedding.weight")) {
             vb.pp(TEXT_MODEL_PREFIX)
         } else {

@@ -4,17 +4,32 @@
 //!
 //! Unknown keys are ignored (diffusers adds many that keep their defaults);
 //! keys that would change the architecture to one we do not implement are
-//! refused by `validate` with a message naming the key.
+//! refused by `validate` with a message naming the key, and every size is
+//! checked (positive, consistent, bounded: `config/validate.rs`) before a model is
+//! built from it.
+//!
+//! Precision keys need nothing: `upcast_attention` (SD 2.1: attention scores
+//! and softmax in f32) is what the attention kernels always do, whatever the
+//! storage type, and the VAE's `force_upcast` is what the pipeline always does
+//! (it runs the VAE in f32). Both are ignored like any unknown key.
+
+mod validate;
 
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::{Error, Result};
 
+pub use self::validate::{
+    MAX_DEPTH, MAX_IMAGE_SIDE, MAX_LATENT_SIDE, MAX_LEVELS, MAX_MLP_WIDTH, MAX_POSITIONS, MAX_VOCAB,
+    MAX_WIDTH,
+};
+
 /// An int or a per-level list in diffusers configs (`attention_head_dim`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "an integer or a list of integers, one per block level")]
 pub enum PerLevel {
     One(usize),
     Each(Vec<usize>),
@@ -55,7 +70,6 @@ pub struct UNetConfig {
     pub transformer_layers_per_block: PerLevel,
     pub act_fn: String,
     pub center_input_sample: bool,
-    pub upcast_attention: bool,
     pub only_cross_attention: bool,
     pub class_embed_type: Option<String>,
     pub addition_embed_type: Option<String>,
@@ -110,7 +124,6 @@ impl Default for UNetConfig {
             transformer_layers_per_block: PerLevel::One(1),
             act_fn: "silu".into(),
             center_input_sample: false,
-            upcast_attention: false,
             only_cross_attention: false,
             class_embed_type: None,
             addition_embed_type: None,
@@ -131,33 +144,32 @@ impl Default for UNetConfig {
 impl UNetConfig {
     /// Heads of the attention layers at `level` (0 = highest resolution).
     pub fn heads(&self, level: usize) -> usize {
-        self.num_attention_heads
-            .as_ref()
-            .unwrap_or(&self.attention_head_dim)
-            .at(level)
+        self.heads_key().1.at(level)
     }
 
-    /// Refuses configurations this implementation does not run.
+    /// The key the heads come from, `num_attention_heads` when set (newer
+    /// configs), else `attention_head_dim`, and its value.
+    fn heads_key(&self) -> (&'static str, &PerLevel) {
+        match &self.num_attention_heads {
+            Some(h) => ("num_attention_heads", h),
+            None => ("attention_head_dim", &self.attention_head_dim),
+        }
+    }
+
+    /// Refuses configurations this implementation does not run, then checks
+    /// every size the UNet is built from (`config/validate.rs`).
     pub fn validate(&self, path: &Path) -> Result<()> {
+        self.supported(path)?;
+        validate::unet(self, path)
+    }
+
+    fn supported(&self, path: &Path) -> Result<()> {
         let bad = |key: &str, found: String, want: &str| {
             Err(Error::Unsupported(format!(
                 "{}: UNet config `{key}` is {found}; sd-wgpu supports {want}",
                 path.display()
             )))
         };
-        let n = self.block_out_channels.len();
-        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return bad(
-                "block_out_channels/down_block_types/up_block_types",
-                format!(
-                    "of lengths {}/{}/{}",
-                    n,
-                    self.down_block_types.len(),
-                    self.up_block_types.len()
-                ),
-                "equal non-zero lengths",
-            );
-        }
         for t in &self.down_block_types {
             if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
                 return bad(
@@ -190,11 +202,18 @@ impl UNetConfig {
                 "none (SD 1.x)",
             );
         }
-        if self.time_embedding_type != "positional" || self.resnet_time_scale_shift != "default" {
+        if self.time_embedding_type != "positional" {
             return bad(
                 "time_embedding_type",
                 format!("{:?}", self.time_embedding_type),
                 "\"positional\"",
+            );
+        }
+        if self.resnet_time_scale_shift != "default" {
+            return bad(
+                "resnet_time_scale_shift",
+                format!("{:?}", self.resnet_time_scale_shift),
+                "\"default\"",
             );
         }
         if self.time_cond_proj_dim.is_some() || self.only_cross_attention || self.center_input_sample {
@@ -222,17 +241,6 @@ impl UNetConfig {
                 "3",
             );
         }
-        if self
-            .block_out_channels
-            .iter()
-            .any(|c| c % self.norm_num_groups != 0)
-        {
-            return bad(
-                "norm_num_groups",
-                self.norm_num_groups.to_string(),
-                "a divisor of every block width",
-            );
-        }
         Ok(())
     }
 }
@@ -256,7 +264,6 @@ pub struct VaeConfig {
     pub mid_block_add_attention: bool,
     pub use_quant_conv: bool,
     pub use_post_quant_conv: bool,
-    pub force_upcast: bool,
 }
 
 impl Default for VaeConfig {
@@ -277,7 +284,6 @@ impl Default for VaeConfig {
             mid_block_add_attention: true,
             use_quant_conv: true,
             use_post_quant_conv: true,
-            force_upcast: true,
         }
     }
 }
@@ -288,13 +294,12 @@ impl VaeConfig {
         1 << (self.block_out_channels.len() - 1)
     }
 
+    /// Refuses VAEs other than SD's kind, then checks every size the VAE is
+    /// built from (`config/validate.rs`).
     pub fn validate(&self, path: &Path) -> Result<()> {
-        let n = self.block_out_channels.len();
-        let ok_types = self.down_block_types.len() == n
-            && self.up_block_types.len() == n
-            && self.down_block_types.iter().all(|t| t == "DownEncoderBlock2D")
+        let ok_types = self.down_block_types.iter().all(|t| t == "DownEncoderBlock2D")
             && self.up_block_types.iter().all(|t| t == "UpDecoderBlock2D");
-        if n == 0 || !ok_types || self.act_fn != "silu" || self.shift_factor.is_some_and(|s| s != 0.0) {
+        if !ok_types || self.act_fn != "silu" || self.shift_factor.is_some_and(|s| s != 0.0) {
             return Err(Error::Unsupported(format!(
                 "{}: VAE config is not an SD-style AutoencoderKL (block types {:?}/{:?}, act_fn {:?}, shift_factor {:?})",
                 path.display(),
@@ -304,7 +309,7 @@ impl VaeConfig {
                 self.shift_factor
             )));
         }
-        Ok(())
+        validate::vae(self, path)
     }
 }
 
@@ -338,6 +343,8 @@ impl Default for ClipConfig {
 }
 
 impl ClipConfig {
+    /// Refuses activations other than CLIP's, then checks every size the
+    /// encoder is built from (`config/validate.rs`).
     pub fn validate(&self, path: &Path) -> Result<()> {
         if !matches!(self.hidden_act.as_str(), "quick_gelu" | "gelu") {
             return Err(Error::Unsupported(format!(
@@ -346,23 +353,36 @@ impl ClipConfig {
                 self.hidden_act
             )));
         }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(Error::bad_file(
-                path,
-                format!(
-                    "hidden_size {} not divisible by num_attention_heads {}",
-                    self.hidden_size, self.num_attention_heads
-                ),
-            ));
-        }
-        Ok(())
+        validate::clip(self, path)
     }
 }
 
-/// Reads and validates a component `config.json`.
-pub fn read_config<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+/// Reads a component `config.json` (callers `validate` it once the model
+/// family is known). A value of the wrong type is reported with its key.
+pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    serde_json::from_str(&text).map_err(|e| Error::bad_file(path, format!("invalid config.json: {e}")))
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_file(path, format!("invalid config.json: {e}")))?;
+    T::deserialize(&json).map_err(|e| {
+        // serde's message names the type, not the key: find the key whose
+        // value alone fails (every field has a default, so others parse).
+        let culprit = json.as_object().and_then(|map| {
+            map.iter().find(|&(k, v)| {
+                let alone = serde_json::Value::Object([(k.clone(), v.clone())].into_iter().collect());
+                T::deserialize(&alone).is_err()
+            })
+        });
+        match culprit {
+            Some((key, value)) => Error::bad_file(
+                path,
+                format!(
+                    "invalid config.json: `{key}` is {}: {e}",
+                    validate::shorten(value)
+                ),
+            ),
+            None => Error::bad_file(path, format!("invalid config.json: {e}")),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -402,6 +422,37 @@ mod tests {
         };
         let e = c.validate(Path::new("x/config.json")).unwrap_err().to_string();
         assert!(e.contains("timestep_post_act"), "{e}");
+    }
+
+    #[test]
+    fn each_time_key_is_named_in_its_own_error() {
+        let c = UNetConfig {
+            resnet_time_scale_shift: "scale_shift".into(),
+            ..Default::default()
+        };
+        let e = c.validate(Path::new("x/config.json")).unwrap_err().to_string();
+        assert!(
+            e.contains("`resnet_time_scale_shift` is \"scale_shift\"") && !e.contains("time_embedding_type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn read_config_names_the_key_of_a_bad_value() {
+        let path = std::env::temp_dir().join(format!("sdw-config-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"in_channels": 4, "block_out_channels": [320, -1]}"#).unwrap();
+        let e = read_config::<UNetConfig>(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("`block_out_channels` is [320,-1]") && e.contains("expected usize"),
+            "{e}"
+        );
+        std::fs::write(&path, r#"{"attention_head_dim": "eight"}"#).unwrap();
+        let e = read_config::<UNetConfig>(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("`attention_head_dim` is \"eight\": an integer or a list of integers"),
+            "{e}"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

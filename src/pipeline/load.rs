@@ -6,9 +6,12 @@
 //!   SD VAE overflows f16, docs/engine.md "Precision").
 //! - Tokenizer: the checkpoint's `tokenizer/` folder when it has one, else the
 //!   CLIP vocabulary built into the binary (the same files).
+//! - Checks first: [`check`] compares every size and weight shape before a
+//!   weight is read or allocated.
 //! - Scheduler: the checkpoint's `scheduler_config.json` (SD 1.x defaults
 //!   without one, e.g. single files); its `_class_name` picks the default
-//!   sampler, as diffusers does: PNDM for SD 1.5.
+//!   sampler, as diffusers does: PNDM for SD 1.5 (and, with a warning, for a
+//!   class sd-wgpu does not have).
 //! - Model hash: A1111's "AutoV2" hash (the first 10 hex digits of the
 //!   SHA-256 of the weights file: the single file, or a folder's UNet
 //!   weights), computed on a background thread while the weights load.
@@ -19,14 +22,14 @@ use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
+use super::check::check;
 use super::embedded::{default_cache_dir, demo_model_dir, DEMO_MODEL_NAME};
 use super::request::hex_prefix;
 use crate::checkpoint::{open_with, Layout, OpenOptions};
 use crate::models::{ClipTextModel, Tiling, UNet, Vae};
 use crate::schedulers::{SamplerKind, SchedulerConfig};
-use crate::text::tokenizer::VOCAB_SIZE;
 use crate::text::ClipTokenizer;
-use crate::{DType, Device, Error, Result};
+use crate::{DType, Device, Result};
 
 /// Where a model comes from.
 #[derive(Debug, Clone)]
@@ -93,6 +96,7 @@ pub struct Pipeline {
     model_name: String,
     device: Device,
     hash: ModelHash,
+    notes: Vec<String>,
     warnings: Vec<String>,
 }
 
@@ -108,7 +112,8 @@ impl Pipeline {
                 variant: opts.variant.clone(),
             },
         )?;
-        let mut warnings = ck.warnings.clone();
+        // Every size and shape is checked before anything is allocated.
+        let checked = check(&ck)?;
         let hash_file = ck.unet.files.first().cloned();
         let hash = ModelHash::start(hash_file);
 
@@ -117,28 +122,6 @@ impl Pipeline {
             None => ClipTokenizer::embedded(),
         };
         let clip_cfg = &ck.text_encoder.config;
-        if clip_cfg.vocab_size < VOCAB_SIZE {
-            return Err(Error::Unsupported(format!(
-                "{}: the text encoder has {} token embeddings, the CLIP tokenizer needs {VOCAB_SIZE}",
-                path.display(),
-                clip_cfg.vocab_size
-            )));
-        }
-        let scheduler_path = path.join("scheduler/scheduler_config.json");
-        let (scheduler, default_sampler) = match &ck.scheduler_config {
-            Some(json) => {
-                let config = SchedulerConfig::from_value(json, &scheduler_path)?;
-                let class = json.get("_class_name").and_then(|c| c.as_str()).unwrap_or("");
-                let kind = sampler_for_class(class, &config).unwrap_or_else(|| {
-                    warnings.push(format!(
-                        "scheduler class {class:?} has no sd-wgpu equivalent: default sampler pndm"
-                    ));
-                    SamplerKind::Pndm
-                });
-                (config, kind)
-            }
-            None => (SchedulerConfig::default(), SamplerKind::Pndm),
-        };
 
         let device = opts.device.clone();
         let dtype = opts
@@ -147,14 +130,6 @@ impl Pipeline {
         let text_encoder = ClipTextModel::load(ck.text_encoder.weights.clone(), clip_cfg, &device, dtype)?;
         let unet = UNet::load(ck.unet.weights.clone(), &ck.unet.config, &device, dtype)?;
         let vae = Vae::load(ck.vae.weights.clone(), &ck.vae.config, &device, DType::F32)?;
-        if unet.config().cross_attention_dim != clip_cfg.hidden_size {
-            return Err(Error::Unsupported(format!(
-                "{}: the UNet attends to {}-wide text states but the text encoder is {} wide",
-                path.display(),
-                unet.config().cross_attention_dim,
-                clip_cfg.hidden_size
-            )));
-        }
         device.sync()?;
         let model_name = match display_name {
             Some(name) => Some(std::ffi::OsStr::new(name)),
@@ -170,13 +145,14 @@ impl Pipeline {
             unet,
             vae,
             tokenizer,
-            scheduler,
-            default_sampler,
+            scheduler: checked.scheduler,
+            default_sampler: checked.default_sampler,
             vae_tiling: opts.vae_tiling,
             model_name,
             device,
             hash,
-            warnings,
+            notes: ck.warnings,
+            warnings: checked.warnings,
         })
     }
 
@@ -216,7 +192,14 @@ impl Pipeline {
         self.hash.get()
     }
 
-    /// What the loader noticed (EMA weights chosen, variant used, ...).
+    /// What the loader noticed (EMA weights chosen, variant used, ...): for
+    /// verbose output.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// What the user should see on every run (a scheduler class sd-wgpu
+    /// does not have, ...).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
@@ -228,21 +211,6 @@ impl Pipeline {
     pub fn text_encoder(&self) -> &ClipTextModel {
         &self.text_encoder
     }
-}
-
-/// The sampler diffusers would build from a scheduler config of class `class`.
-fn sampler_for_class(class: &str, config: &SchedulerConfig) -> Option<SamplerKind> {
-    Some(match class {
-        "PNDMScheduler" => SamplerKind::Pndm,
-        "DDIMScheduler" => SamplerKind::Ddim,
-        "EulerDiscreteScheduler" => SamplerKind::Euler,
-        "EulerAncestralDiscreteScheduler" => SamplerKind::EulerAncestral,
-        "DPMSolverMultistepScheduler" if config.use_karras_sigmas => SamplerKind::DpmPp2mKarras,
-        "DPMSolverMultistepScheduler" => SamplerKind::DpmPp2m,
-        "LMSDiscreteScheduler" => SamplerKind::Lms,
-        "HeunDiscreteScheduler" => SamplerKind::Heun,
-        _ => return None,
-    })
 }
 
 /// The model hash, computed once on a background thread.
@@ -303,20 +271,5 @@ mod tests {
         assert_eq!(h.get().as_deref(), Some("ba7816bf8f"), "cached");
         std::fs::remove_file(&p).unwrap();
         assert_eq!(ModelHash::start(Some(p)).get(), None);
-    }
-
-    #[test]
-    fn sampler_from_scheduler_class() {
-        let c = SchedulerConfig::default();
-        assert_eq!(sampler_for_class("PNDMScheduler", &c), Some(SamplerKind::Pndm));
-        let karras = SchedulerConfig {
-            use_karras_sigmas: true,
-            ..c.clone()
-        };
-        assert_eq!(
-            sampler_for_class("DPMSolverMultistepScheduler", &karras),
-            Some(SamplerKind::DpmPp2mKarras)
-        );
-        assert_eq!(sampler_for_class("FlowMatchEulerDiscreteScheduler", &c), None);
     }
 }

@@ -13,12 +13,14 @@
 //! # }
 //! ```
 //!
-//! Files: `load` (the [`Pipeline`] and its options), `embedded` (the
+//! Files: `load` (the [`Pipeline`] and its options), `check` (what is
+//! verified before loading, also for `sd-wgpu info`), `embedded` (the
 //! built-in demo model), `request` (what a
 //! generation asks for), `conditioning` (prompts to text states),
 //! `generate` (the sampling loops), `progress` (callbacks, cancellation),
 //! `image_io`, `output`, `params` (images in and out, PNG metadata).
 
+mod check;
 mod conditioning;
 pub mod embedded;
 mod generate;
@@ -29,6 +31,7 @@ pub mod params;
 mod progress;
 mod request;
 
+pub use check::{check, Checked};
 pub use conditioning::{guided, Conditioning};
 pub use generate::{Generated, Generation, Timings};
 pub use image_io::RgbImage;

@@ -43,10 +43,17 @@ fn info_summarises_a_checkpoint() {
     write_sparse(&path, &keys);
     let out = info(&path);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
+    // The summary comes first; the file then fails the checks loading runs
+    // (it holds 4 of the ~1100 weights): an error listing them, exit 1.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+    assert_has(
+        &stderr,
+        &[
+            "error: text encoder weights from",
+            "missing (",
+            "UNet weights from",
+        ],
     );
     assert_has(
         &stdout,

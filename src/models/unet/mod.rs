@@ -69,7 +69,16 @@ impl UNet {
         device: &Device,
         dtype: DType,
     ) -> Result<UNet> {
-        let vb = VarBuilder::new(source, device, dtype);
+        UNet::build(VarBuilder::new(source, device, dtype), cfg)
+    }
+
+    /// Compares the weights of `source` (names and shapes) with what `cfg`
+    /// needs, reading and allocating none of them; the same report as `load`.
+    pub fn check(source: Arc<dyn TensorSource>, cfg: &UNetConfig) -> Result<()> {
+        UNet::build(VarBuilder::shapes_only(source), cfg).map(drop)
+    }
+
+    fn build(vb: VarBuilder, cfg: &UNetConfig) -> Result<UNet> {
         let unet = UNet::new(&vb, cfg);
         vb.finish("UNet", &[])?;
         Ok(unet)

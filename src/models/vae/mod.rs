@@ -137,7 +137,16 @@ impl Vae {
         device: &Device,
         dtype: DType,
     ) -> Result<Vae> {
-        let vb = VarBuilder::new(source, device, dtype);
+        Vae::build(VarBuilder::new(source, device, dtype), cfg)
+    }
+
+    /// Compares the weights of `source` (names and shapes) with what `cfg`
+    /// needs, reading and allocating none of them; the same report as `load`.
+    pub fn check(source: Arc<dyn TensorSource>, cfg: &VaeConfig) -> Result<()> {
+        Vae::build(VarBuilder::shapes_only(source), cfg).map(drop)
+    }
+
+    fn build(vb: VarBuilder, cfg: &VaeConfig) -> Result<Vae> {
         let vae = Vae::new(&vb, cfg);
         vb.finish("VAE", &[])?;
         Ok(vae)
