@@ -30,6 +30,8 @@ enum Command {
     Txt2img(cli::generate::Txt2ImgArgs),
     /// Transform an image guided by a prompt.
     Img2img(cli::generate::Img2ImgArgs),
+    /// List the samplers and the names `--sampler` accepts for each (ours, A1111's, others).
+    Samplers,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(a),
         Command::Txt2img(a) => cli::generate::run_txt2img(a),
         Command::Img2img(a) => cli::generate::run_img2img(a),
+        Command::Samplers => cli::samplers::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,20 +14,17 @@ use anyhow::{bail, Context};
 use sd_wgpu::models::config::{ClipConfig, UNetConfig, VaeConfig};
 use sd_wgpu::models::{default_dtype, flops, memory_summary, ClipTextModel, Component, Tiling, UNet, Vae};
 use sd_wgpu::weights::VarBuilder;
-use sd_wgpu::{Backend, DType, Device, Tensor};
+use sd_wgpu::{DType, Device, Tensor};
+
+use super::flags::{self, DeviceArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// auto, gpu or cpu (default: $SD_WGPU_BACKEND, else auto).
-    #[arg(long)]
-    pub backend: Option<String>,
-    /// Storage type of the UNet and text encoder: f16 or f32 (default f16 on
-    /// a GPU with shader f16, else f32).
-    #[arg(long)]
-    pub dtype: Option<String>,
-    /// Storage type of the VAE.
-    #[arg(long, default_value = "f32")]
-    pub vae_dtype: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Storage type of the VAE: f16 or f32.
+    #[arg(long, value_name = "f16|f32", default_value = "f32", value_parser = flags::dtype)]
+    pub vae_dtype: DType,
     /// Components to time, comma-separated: unet, clip, vae.
     #[arg(long, value_delimiter = ',', default_value = "unet,clip,vae")]
     pub components: Vec<String>,
@@ -145,17 +142,13 @@ fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let backend: Backend = match &args.backend {
-        Some(b) => b.parse()?,
-        None => Backend::from_env()?,
-    };
-    let choice = backend.choose()?;
+    let choice = args.device.backend()?.choose()?;
     let device = choice.device.clone();
-    let dtype: DType = match &args.dtype {
-        Some(d) => d.parse()?,
-        None => default_dtype(&device, Component::UNet),
-    };
-    let vae_dtype: DType = args.vae_dtype.parse()?;
+    let dtype = args
+        .device
+        .dtype
+        .unwrap_or_else(|| default_dtype(&device, Component::UNet));
+    let vae_dtype = args.vae_dtype;
     let hardware = device.gpu().is_some_and(|c| !c.caps().software);
     let (h, w) = match &args.size {
         Some(s) => parse_size(s)?,

@@ -5,16 +5,17 @@
 //! (embeddings, img2img image) are read before the model is loaded; the
 //! images are written only once all of them are generated.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use sd_wgpu::models::{memory_summary, Tiling};
+use sd_wgpu::pipeline::image_io::default_size;
 use sd_wgpu::pipeline::output::{encode_png, plan_outputs, write_atomic};
 use sd_wgpu::pipeline::{LoadOptions, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings};
 use sd_wgpu::schedulers::SamplerKind;
-use sd_wgpu::{Backend, DType};
 
+use super::flags::{self, must_exist, DeviceArgs, Seed};
 use super::progress_bar::Bar;
 
 /// The flags txt2img and img2img share.
@@ -33,16 +34,18 @@ pub struct CommonArgs {
     /// Sampling steps.
     #[arg(long, value_name = "N", default_value_t = 25)]
     pub steps: usize,
-    /// Classifier-free guidance scale (1 disables guidance and halves the work).
+    /// Classifier-free guidance scale, 0 to 100 (A1111's slider stops at 30); 1 disables
+    /// guidance and halves the work.
     #[arg(long, value_name = "F", default_value_t = 7.5, allow_hyphen_values = true)]
     pub cfg_scale: f32,
-    /// ddim, pndm, euler, euler-a, dpm++2m, dpm++2m-karras, lms or heun
+    /// ddim, pndm, euler, euler-a, dpm++2m, dpm++2m-karras, lms or heun, or A1111's names
+    /// ("Euler a", "DPM++ 2M Karras"...) in any case; `sd-wgpu samplers` lists them all
     /// (default: the one the model's scheduler config names; PNDM for SD 1.5).
-    #[arg(long, value_name = "NAME", value_parser = parse_sampler)]
+    #[arg(long, value_name = "NAME", value_parser = flags::sampler)]
     pub sampler: Option<SamplerKind>,
-    /// Seed of the noise (default: random, printed). Image i of a batch uses seed + i.
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
+    /// Seed of the noise; -1 or none: random, printed. Image i of a batch uses seed + i.
+    #[arg(long, value_name = "N", value_parser = flags::seed, allow_negative_numbers = true)]
+    pub seed: Option<Seed>,
     /// Image width in pixels, a multiple of 8 (default: the model's native size;
     /// img2img: the input's width rounded down to a multiple of 8).
     #[arg(long, value_name = "N")]
@@ -59,16 +62,11 @@ pub struct CommonArgs {
     /// A1111's "Clip skip": 1 = the text encoder's last layer, 2 = the one before.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub clip_skip: usize,
-    /// auto, gpu or cpu (default: $SD_WGPU_BACKEND, else auto: a GPU if there is one).
-    #[arg(long, value_name = "auto|gpu|cpu")]
-    pub backend: Option<String>,
-    /// UNet and text encoder precision: f16 or f32 (default f16 on a GPU, f32 on the CPU;
-    /// the VAE always runs in f32).
-    #[arg(long, value_name = "f16|f32")]
-    pub dtype: Option<String>,
-    /// VAE tiling: auto (above 768x768 pixels), on or off.
-    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
-    pub vae_tiling: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// VAE tiling: auto (above 768x768 pixels), on or off. The VAE always runs in f32.
+    #[arg(long, value_name = "auto|on|off", default_value = "auto", value_parser = flags::tiling)]
+    pub vae_tiling: Tiling,
     /// Output PNG (default sd-wgpu-<seed>.png); with --batch, NAME-0.png, NAME-1.png, ...
     #[arg(long, value_name = "FILE.png")]
     pub output: Option<PathBuf>,
@@ -94,18 +92,12 @@ pub struct Img2ImgArgs {
     /// The input image (PNG, JPEG, WebP, BMP, GIF, TIFF); alpha is composited on white.
     #[arg(long, value_name = "FILE")]
     pub image: PathBuf,
-    /// How much to change it: 0 keeps it, 1 redraws it from noise (runs steps x strength steps).
-    #[arg(long, value_name = "F", allow_hyphen_values = true)]
+    /// How much to change it: 0 keeps it, 1 redraws it from noise (runs steps x strength
+    /// steps). The default is A1111's.
+    #[arg(long, value_name = "F", default_value_t = 0.75, allow_hyphen_values = true)]
     pub strength: f64,
     #[command(flatten)]
     pub common: CommonArgs,
-}
-
-fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
-    SamplerKind::from_name(s).map_err(|_| {
-        let names: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.name()).collect();
-        format!("expected one of {}", names.join(", "))
-    })
 }
 
 pub fn run_txt2img(args: Txt2ImgArgs) -> anyhow::Result<()> {
@@ -123,14 +115,17 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
         }
     };
     // 1. Flags, before anything is loaded.
-    let random_seed = args.seed.is_none();
+    let (seed, random_seed) = match args.seed {
+        Some(Seed::Fixed(s)) => (s, false),
+        Some(Seed::Random) | None => (random_seed_u32(), true),
+    };
     let mut req = Request {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
         steps: args.steps,
         cfg_scale: args.cfg_scale,
         sampler: args.sampler,
-        seed: args.seed.unwrap_or_else(random_seed_u32),
+        seed,
         width: args.width,
         height: args.height,
         batch: args.batch,
@@ -144,17 +139,13 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
         }
         None => req.check()?,
     }
-    let backend = match &args.backend {
-        Some(b) => b
-            .parse::<Backend>()
-            .map_err(|_| anyhow!("invalid argument --backend: expected auto, gpu or cpu, found {b:?}"))?,
-        None => Backend::from_env()?,
-    };
-    let dtype = args.dtype.as_deref().map(parse_dtype).transpose()?;
-    let vae_tiling = parse_tiling(&args.vae_tiling)?;
+    let backend = args.device.backend()?;
+    let dtype = args.device.dtype;
+    let vae_tiling = args.vae_tiling;
     let source = model_source(args.model.as_ref())?;
     if let Some((path, _)) = &img2img {
         must_exist("--image", path)?;
+        check_image_size(&req, path)?;
     }
     for path in &args.embeddings {
         must_exist("--embedding", path)?;
@@ -251,39 +242,18 @@ fn model_source(model: Option<&PathBuf>) -> anyhow::Result<ModelSource> {
     }
 }
 
-fn must_exist(flag: &str, path: &std::path::Path) -> anyhow::Result<()> {
-    match path.try_exists() {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(anyhow!(
-            "invalid argument {flag}: {} does not exist",
-            path.display()
-        )),
-        Err(e) => Err(anyhow!(
-            "invalid argument {flag}: cannot access {}: {e}",
-            path.display()
-        )),
-    }
-}
-
-fn parse_dtype(s: &str) -> anyhow::Result<DType> {
-    match s.to_ascii_lowercase().as_str() {
-        "f16" | "fp16" | "float16" => Ok(DType::F16),
-        "f32" | "fp32" | "float32" => Ok(DType::F32),
-        _ => Err(anyhow!(
-            "invalid argument --dtype: expected f16 or f32, found {s:?}"
-        )),
-    }
-}
-
-fn parse_tiling(s: &str) -> anyhow::Result<Tiling> {
-    match s {
-        "auto" => Ok(Tiling::Auto),
-        "on" => Ok(Tiling::On),
-        "off" => Ok(Tiling::Off),
-        _ => Err(anyhow!(
-            "invalid argument --vae-tiling: expected auto, on or off, found {s:?}"
-        )),
-    }
+/// img2img without `--width`/`--height` takes the image's size: checked now, from the file's
+/// header, so that an unusable size is refused naming the file before the image is decoded or
+/// the model loaded (SD 1.x sizes are multiples of 8). A header that cannot be read is left to
+/// the full decode, whose error says why.
+fn check_image_size(req: &Request, path: &Path) -> anyhow::Result<()> {
+    let header = image::ImageReader::open(path).and_then(|r| r.with_guessed_format());
+    let Some((w, h)) = header.ok().and_then(|r| r.into_dimensions().ok()) else {
+        return Ok(());
+    };
+    let from = format!("--image {} ({w}x{h} px)", path.display());
+    req.size(default_size(w as usize, h as usize, 8), &from, 8)?;
+    Ok(())
 }
 
 /// A seed in 0..2^32 from the OS's randomness (A1111's range; torch's

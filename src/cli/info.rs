@@ -9,6 +9,8 @@ use sd_wgpu::checkpoint::{open_with, Component, OpenOptions};
 use sd_wgpu::pipeline::check;
 use sd_wgpu::pipeline::embedded::{default_cache_dir, demo_model_dir};
 
+use super::flags::must_exist;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Checkpoint: a diffusers folder, or a single .safetensors / .ckpt file (default:
@@ -25,7 +27,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         variant: args.variant,
     };
     let path = match args.model {
-        Some(p) => p,
+        Some(p) => {
+            must_exist("--model", &p)?;
+            p
+        }
         None => demo_model_dir(&default_cache_dir())?,
     };
     let ck = open_with(&path, &opts)?;

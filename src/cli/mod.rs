@@ -1,7 +1,10 @@
-//! One file per subcommand: argument struct and `run`.
+//! One file per subcommand: argument struct and `run`; `flags` holds the flags and flag
+//! parsers they share.
 
 pub mod bench;
+pub mod flags;
 pub mod generate;
 pub mod info;
 pub mod progress_bar;
+pub mod samplers;
 pub mod tokenize;

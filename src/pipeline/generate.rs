@@ -28,7 +28,7 @@ use super::image_io::{default_size, RgbImage};
 use super::load::Pipeline;
 use super::params::GenerationInfo;
 use super::progress::{Control, Progress, Stage, Step};
-use super::request::{check_side, Request};
+use super::request::Request;
 use crate::models::Posterior;
 use crate::rng::BatchRng;
 use crate::schedulers::{Img2ImgStart, SamplerKind};
@@ -80,8 +80,7 @@ struct Plan {
 impl Pipeline {
     /// Generates `req.batch` images from the prompt.
     pub fn txt2img(&self, req: &Request, progress: &mut dyn Progress) -> Result<Generation> {
-        let (dw, dh) = self.default_size();
-        let plan = self.plan(req, req.width.unwrap_or(dw), req.height.unwrap_or(dh), false)?;
+        let plan = self.plan(req, self.default_size(), "the model's native size", false)?;
         self.generate(req, &plan, None, progress)
     }
 
@@ -93,15 +92,22 @@ impl Pipeline {
         image: &RgbImage,
         progress: &mut dyn Progress,
     ) -> Result<Generation> {
-        let f = self.vae_scale();
-        let (iw, ih) = default_size(image.width, image.height, f);
-        let plan = self.plan(req, req.width.unwrap_or(iw), req.height.unwrap_or(ih), true)?;
+        let size = default_size(image.width, image.height, self.vae_scale());
+        let from = format!("the input image ({}x{} px)", image.width, image.height);
+        let plan = self.plan(req, size, &from, true)?;
         let image = image.resized(plan.width, plan.height);
         self.generate(req, &plan, Some(&image), progress)
     }
 
-    /// Every check that needs the model, before any work.
-    fn plan(&self, req: &Request, width: usize, height: usize, img2img: bool) -> Result<Plan> {
+    /// Every check that needs the model, before any work. The image size is `req`'s, else
+    /// `default_size`, described by `default_from` in errors.
+    fn plan(
+        &self,
+        req: &Request,
+        default_size: (usize, usize),
+        default_from: &str,
+        img2img: bool,
+    ) -> Result<Plan> {
         let strength = if img2img {
             req.check_img2img()?;
             Some(req.strength)
@@ -109,9 +115,10 @@ impl Pipeline {
             req.check()?;
             None
         };
-        let f = self.vae_scale();
-        check_side("--width", width, f)?;
-        check_side("--height", height, f)?;
+        let (width, height) = req.size(default_size, default_from, self.vae_scale())?;
+        for ti in &req.embeddings {
+            ti.check_width(self.text_encoder.config().hidden_size)?;
+        }
         let layers = self.text_encoder.config().num_hidden_layers;
         if req.clip_skip > layers {
             return Err(Error::invalid(

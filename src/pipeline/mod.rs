@@ -38,4 +38,4 @@ pub use image_io::RgbImage;
 pub use load::{LoadOptions, ModelSource, Pipeline};
 pub use params::GenerationInfo;
 pub use progress::{Control, NoProgress, Progress, Stage, Step};
-pub use request::{check_side, Request, TextualInversion, MAX_SIDE};
+pub use request::{check_side, Request, TextualInversion, MAX_CFG_SCALE, MAX_SIDE};

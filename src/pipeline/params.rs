@@ -1,6 +1,8 @@
 //! The generation parameters as A1111 writes them into a PNG, so that A1111,
 //! ComfyUI and civitai read our images' settings.
 
+use crate::schedulers::SamplerKind;
+
 /// Everything that determines an image, in A1111's vocabulary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationInfo {
@@ -24,21 +26,6 @@ pub struct GenerationInfo {
     pub embeddings: Vec<(String, String)>,
 }
 
-/// A1111's sampler name and schedule type for one of our sampler names.
-pub fn a1111_sampler(name: &str) -> (&'static str, Option<&'static str>) {
-    match name {
-        "ddim" => ("DDIM", None),
-        "pndm" => ("PLMS", None),
-        "euler" => ("Euler", None),
-        "euler-a" => ("Euler a", None),
-        "dpm++2m" => ("DPM++ 2M", None),
-        "dpm++2m-karras" => ("DPM++ 2M", Some("Karras")),
-        "lms" => ("LMS", None),
-        "heun" => ("Heun", None),
-        _ => ("Unknown", None),
-    }
-}
-
 /// Quotes a value the way A1111 does when it contains `,`, `:` or `"`.
 fn quote(v: &str) -> String {
     if v.contains([',', ':', '"', '\n']) {
@@ -52,7 +39,8 @@ impl GenerationInfo {
     /// The `parameters` text: prompt, `Negative prompt:` line, then
     /// `key: value` pairs on one line.
     pub fn to_a1111(&self) -> String {
-        let (sampler, schedule) = a1111_sampler(&self.sampler);
+        let (sampler, schedule) =
+            SamplerKind::from_name(&self.sampler).map_or(("Unknown", None), |k| k.a1111_parameters());
         let mut kv: Vec<(&str, String)> =
             vec![("Steps", self.steps.to_string()), ("Sampler", sampler.into())];
         if let Some(s) = schedule {

@@ -5,7 +5,7 @@
 //! `--cfg-scale`...): the fields of [`Request`] are the flags of
 //! `sd-wgpu txt2img` one for one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -17,6 +17,11 @@ use crate::{Error, Result};
 /// 512; beyond 4096 the UNet's attention alone runs for hours.
 pub const MAX_SIDE: usize = 4096;
 
+/// The largest classifier-free guidance scale accepted. A1111's slider stops at 30 and images
+/// saturate well before; 100 leaves room to experiment while refusing typos such as `1e30`,
+/// which make the guided prediction overflow f32 and the image NaN.
+pub const MAX_CFG_SCALE: f32 = 100.0;
+
 /// One txt2img or img2img generation.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -26,7 +31,7 @@ pub struct Request {
     pub negative_prompt: String,
     /// Inference steps (img2img runs `steps * strength` of them).
     pub steps: usize,
-    /// Classifier-free guidance scale; 1 skips the unconditional pass.
+    /// Classifier-free guidance scale, 0 to [`MAX_CFG_SCALE`]; 1 skips the unconditional pass.
     pub cfg_scale: f32,
     /// `None`: the sampler the model's scheduler config names (PNDM for SD 1.5).
     pub sampler: Option<SamplerKind>,
@@ -87,10 +92,13 @@ impl Request {
         if self.steps == 0 {
             return Err(Error::invalid("--steps", "must be at least 1, found 0"));
         }
-        if !(self.cfg_scale.is_finite() && self.cfg_scale >= 0.0) {
+        if !(0.0..=MAX_CFG_SCALE).contains(&self.cfg_scale) {
             return Err(Error::invalid(
                 "--cfg-scale",
-                format!("must be a number >= 0, found {}", self.cfg_scale),
+                format!(
+                    "must be a number from 0 to {MAX_CFG_SCALE} (A1111's slider stops at 30), found {}",
+                    self.cfg_scale
+                ),
             ));
         }
         if self.batch == 0 {
@@ -119,6 +127,33 @@ impl Request {
         Ok(())
     }
 
+    /// The image size: `width` and `height` where given, else `default`, each side checked by
+    /// [`check_side`]. A default side that fails is reported under `default_from` (what it came
+    /// from: "the model's native size", an image file...), not under a flag nobody passed.
+    pub fn size(
+        &self,
+        default: (usize, usize),
+        default_from: &str,
+        multiple: usize,
+    ) -> Result<(usize, usize)> {
+        let side = |flag: &str, what: &str, given: Option<usize>, default: usize| match given {
+            Some(s) => check_side(flag, s, multiple).map(|()| s),
+            None => check_side(flag, default, multiple)
+                .map(|()| default)
+                .map_err(|e| match e {
+                    Error::InvalidArgument { msg, .. } => Error::invalid(
+                        default_from,
+                        format!("the {what} it gives {msg}; pass {flag} to choose one"),
+                    ),
+                    e => e,
+                }),
+        };
+        Ok((
+            side("--width", "width", self.width, default.0)?,
+            side("--height", "height", self.height, default.1)?,
+        ))
+    }
+
     /// The img2img checks: [`Request::check`] and the strength range.
     pub fn check_img2img(&self) -> Result<Img2ImgStart> {
         self.check()?;
@@ -140,13 +175,18 @@ pub fn check_side(flag: &str, side: usize, multiple: usize) -> Result<()> {
         ));
     }
     if !side.is_multiple_of(multiple) {
+        // The nearest multiples below and above that are allowed sizes.
         let down = side / multiple * multiple;
+        let near: Vec<String> = [down, down + multiple]
+            .into_iter()
+            .filter(|s| (multiple..=MAX_SIDE).contains(s))
+            .map(|s| s.to_string())
+            .collect();
         return Err(Error::invalid(
             flag,
             format!(
-                "must be a multiple of {multiple}, found {side} (try {} or {})",
-                down.max(multiple),
-                down + multiple
+                "must be a multiple of {multiple}, found {side} (try {})",
+                near.join(" or ")
             ),
         ));
     }
@@ -159,6 +199,8 @@ pub struct TextualInversion {
     pub embedding: Embedding,
     /// First 12 hex digits of the file's SHA-256 (A1111's `TI hashes` entry).
     pub hash: String,
+    /// The file it was read from, named in errors (`None`: built in memory).
+    pub path: Option<PathBuf>,
 }
 
 impl TextualInversion {
@@ -170,7 +212,28 @@ impl TextualInversion {
         Ok(TextualInversion {
             embedding,
             hash: hex_prefix(&Sha256::digest(&bytes), 12),
+            path: Some(path.to_path_buf()),
         })
+    }
+
+    /// Refuses vectors of another width than the text encoder's (`width`), naming the file.
+    pub fn check_width(&self, width: usize) -> Result<()> {
+        let e = &self.embedding;
+        if e.width == width {
+            return Ok(());
+        }
+        let name = match &self.path {
+            Some(p) => format!("--embedding {}", p.display()),
+            None => format!("embedding {:?}", e.trigger),
+        };
+        Err(Error::invalid(
+            name,
+            format!(
+                "{:?} has vectors {} wide but the text encoder's are {width} \
+                 (an embedding trained for another model family?)",
+                e.trigger, e.width
+            ),
+        ))
     }
 }
 
@@ -202,11 +265,19 @@ mod tests {
             ..ok.clone()
         });
         assert!(e.contains("--cfg-scale") && e.contains("-1"), "{e}");
-        let e = err(&Request {
-            cfg_scale: f32::NAN,
+        for cfg in [f32::NAN, f32::INFINITY, 1e30, 100.5] {
+            let e = err(&Request {
+                cfg_scale: cfg,
+                ..ok.clone()
+            });
+            assert!(e.contains("--cfg-scale") && e.contains("100"), "{cfg}: {e}");
+        }
+        Request {
+            cfg_scale: MAX_CFG_SCALE,
             ..ok.clone()
-        });
-        assert!(e.contains("--cfg-scale"), "{e}");
+        }
+        .check()
+        .unwrap();
         let e = err(&Request {
             batch: 0,
             ..ok.clone()
@@ -217,6 +288,14 @@ mod tests {
             ..ok.clone()
         });
         assert!(e.contains("--width") && e.contains("496 or 504"), "{e}");
+        // Only allowed sizes are suggested, each once.
+        for (side, try_) in [(7, "(try 8)"), (4095, "(try 4088 or 4096)"), (9, "(try 8 or 16)")] {
+            let e = err(&Request {
+                width: Some(side),
+                ..ok.clone()
+            });
+            assert!(e.contains(try_), "{side}: {e}");
+        }
         let e = err(&Request {
             height: Some(0),
             ..ok.clone()
@@ -253,6 +332,53 @@ mod tests {
         .check_img2img()
         .unwrap();
         assert!(start.raised_to_one && start.steps_run == 1);
+    }
+
+    #[test]
+    fn default_sizes_name_where_they_came_from() {
+        let r = Request::new("a cat");
+        assert_eq!(
+            r.size((512, 512), "the model's native size", 8).unwrap(),
+            (512, 512)
+        );
+        let e = r
+            .size((8192, 64), "big.png (8200x64 px)", 8)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("big.png")
+                && e.contains("width")
+                && e.contains("pass --width")
+                && !e.contains("argument --width"),
+            "{e}"
+        );
+        let given = Request {
+            width: Some(64),
+            height: Some(100),
+            ..r
+        };
+        let e = given.size((8192, 8192), "big.png", 8).unwrap_err().to_string();
+        assert!(e.contains("--height") && !e.contains("big.png"), "{e}");
+    }
+
+    #[test]
+    fn embedding_width_errors_name_the_file() {
+        let ti = TextualInversion {
+            embedding: Embedding {
+                trigger: "<cat>".into(),
+                n: 1,
+                width: 1024,
+                vectors: vec![0.0; 1024],
+            },
+            hash: "0123456789ab".into(),
+            path: Some("sd2-cat.pt".into()),
+        };
+        ti.check_width(1024).unwrap();
+        let e = ti.check_width(768).unwrap_err().to_string();
+        assert!(
+            e.contains("--embedding sd2-cat.pt") && e.contains("1024") && e.contains("768"),
+            "{e}"
+        );
     }
 
     #[test]

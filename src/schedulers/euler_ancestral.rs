@@ -5,51 +5,34 @@
 //! Karras sigmas do not apply (diffusers' class has none).
 
 use super::config::SchedulerConfig;
-use super::sigmas::SigmaSteps;
-use super::{Sampler, SamplerKind};
+use super::sigmas::{SigmaSampler, SigmaSteps};
+use super::SamplerKind;
 use crate::rng::BatchRng;
-use crate::Result;
 
 pub struct EulerAncestral {
-    steps: usize,
     s: SigmaSteps,
 }
 
 impl EulerAncestral {
     pub fn new(config: &SchedulerConfig, steps: usize) -> EulerAncestral {
         EulerAncestral {
-            steps,
             s: SigmaSteps::from_config(config, steps, false),
         }
     }
 }
 
-impl Sampler for EulerAncestral {
-    fn kind(&self) -> SamplerKind {
-        SamplerKind::EulerAncestral
+impl SigmaSampler for EulerAncestral {
+    const KIND: SamplerKind = SamplerKind::EulerAncestral;
+
+    fn state(&self) -> &SigmaSteps {
+        &self.s
     }
 
-    fn steps(&self) -> usize {
-        self.steps
+    fn state_mut(&mut self) -> &mut SigmaSteps {
+        &mut self.s
     }
 
-    fn timesteps(&self) -> &[f64] {
-        self.s.timesteps()
-    }
-
-    fn sigmas(&self) -> Option<&[f64]> {
-        Some(self.s.sigmas())
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.s.init_noise_sigma()
-    }
-
-    fn scale_model_input(&self, sample: &[f32], call: usize) -> Vec<f32> {
-        self.s.scale_model_input(sample, call)
-    }
-
-    fn step(&mut self, model_output: &[f32], call: usize, sample: &[f32], rng: &mut BatchRng) -> Vec<f32> {
+    fn update(&mut self, model_output: &[f32], call: usize, sample: &[f32], rng: &mut BatchRng) -> Vec<f32> {
         assert_eq!(
             sample.len(),
             model_output.len(),
@@ -71,14 +54,5 @@ impl Sampler for EulerAncestral {
                 (x + derivative * (sigma_down - sigma) + n as f64 * sigma_up) as f32
             })
             .collect()
-    }
-
-    fn add_noise(&self, original: &[f32], noise: &[f32], call: usize) -> Vec<f32> {
-        self.s.add_noise(original, noise, call)
-    }
-
-    fn skip_steps(&mut self, steps: usize) -> Result<()> {
-        self.s.skip(steps);
-        Ok(())
     }
 }

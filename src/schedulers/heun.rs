@@ -5,10 +5,9 @@
 
 use super::config::{ClassDefaults, SchedulerConfig, TimestepSpacing};
 use super::schedule::{SigmaSchedule, TrainSchedule};
-use super::sigmas::SigmaSteps;
-use super::{Sampler, SamplerKind};
+use super::sigmas::{SigmaSampler, SigmaSteps};
+use super::SamplerKind;
 use crate::rng::BatchRng;
-use crate::Result;
 
 /// The first half of a step, kept for the second.
 struct FirstHalf {
@@ -18,7 +17,6 @@ struct FirstHalf {
 }
 
 pub struct Heun {
-    steps: usize,
     s: SigmaSteps,
     /// Clamp of the predicted x0 (`clip_sample`), if on.
     clip: Option<f64>,
@@ -56,8 +54,7 @@ impl Heun {
         .concat();
         let schedule = SigmaSchedule { timesteps, sigmas };
         Heun {
-            steps,
-            s: SigmaSteps::new(schedule, spacing, config.prediction_type),
+            s: SigmaSteps::new(steps, schedule, spacing, config.prediction_type),
             clip: config
                 .clip_sample
                 .unwrap_or(defaults.clip_sample)
@@ -76,32 +73,19 @@ impl Heun {
     }
 }
 
-impl Sampler for Heun {
-    fn kind(&self) -> SamplerKind {
-        SamplerKind::Heun
+impl SigmaSampler for Heun {
+    const KIND: SamplerKind = SamplerKind::Heun;
+    const CALLS_PER_STEP: usize = 2;
+
+    fn state(&self) -> &SigmaSteps {
+        &self.s
     }
 
-    fn steps(&self) -> usize {
-        self.steps
+    fn state_mut(&mut self) -> &mut SigmaSteps {
+        &mut self.s
     }
 
-    fn timesteps(&self) -> &[f64] {
-        self.s.timesteps()
-    }
-
-    fn sigmas(&self) -> Option<&[f64]> {
-        Some(self.s.sigmas())
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.s.init_noise_sigma()
-    }
-
-    fn scale_model_input(&self, sample: &[f32], call: usize) -> Vec<f32> {
-        self.s.scale_model_input(sample, call)
-    }
-
-    fn step(&mut self, model_output: &[f32], call: usize, sample: &[f32], _rng: &mut BatchRng) -> Vec<f32> {
+    fn update(&mut self, model_output: &[f32], call: usize, sample: &[f32], _rng: &mut BatchRng) -> Vec<f32> {
         assert_eq!(
             sample.len(),
             model_output.len(),
@@ -145,14 +129,5 @@ impl Sampler for Heun {
                     .collect()
             }
         }
-    }
-
-    fn add_noise(&self, original: &[f32], noise: &[f32], call: usize) -> Vec<f32> {
-        self.s.add_noise(original, noise, call)
-    }
-
-    fn skip_steps(&mut self, steps: usize) -> Result<()> {
-        self.s.skip(2 * steps);
-        Ok(())
     }
 }

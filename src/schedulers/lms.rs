@@ -18,15 +18,13 @@
 use std::collections::VecDeque;
 
 use super::config::SchedulerConfig;
-use super::sigmas::SigmaSteps;
-use super::{Sampler, SamplerKind};
+use super::sigmas::{SigmaSampler, SigmaSteps};
+use super::SamplerKind;
 use crate::rng::BatchRng;
-use crate::Result;
 
 const MAX_ORDER: usize = 4;
 
 pub struct Lms {
-    steps: usize,
     s: SigmaSteps,
     /// The last derivatives `(x - x0) / sigma`, newest last.
     derivatives: VecDeque<Vec<f64>>,
@@ -35,7 +33,6 @@ pub struct Lms {
 impl Lms {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Lms {
         Lms {
-            steps,
             s: SigmaSteps::from_config(config, steps, config.use_karras_sigmas),
             derivatives: VecDeque::new(),
         }
@@ -64,32 +61,18 @@ fn gauss_legendre_3(f: impl Fn(f64) -> f64, a: f64, b: f64) -> f64 {
     half * (5.0 / 9.0 * f(mid - half * node) + 8.0 / 9.0 * f(mid) + 5.0 / 9.0 * f(mid + half * node))
 }
 
-impl Sampler for Lms {
-    fn kind(&self) -> SamplerKind {
-        SamplerKind::Lms
+impl SigmaSampler for Lms {
+    const KIND: SamplerKind = SamplerKind::Lms;
+
+    fn state(&self) -> &SigmaSteps {
+        &self.s
     }
 
-    fn steps(&self) -> usize {
-        self.steps
+    fn state_mut(&mut self) -> &mut SigmaSteps {
+        &mut self.s
     }
 
-    fn timesteps(&self) -> &[f64] {
-        self.s.timesteps()
-    }
-
-    fn sigmas(&self) -> Option<&[f64]> {
-        Some(self.s.sigmas())
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.s.init_noise_sigma()
-    }
-
-    fn scale_model_input(&self, sample: &[f32], call: usize) -> Vec<f32> {
-        self.s.scale_model_input(sample, call)
-    }
-
-    fn step(&mut self, model_output: &[f32], call: usize, sample: &[f32], _rng: &mut BatchRng) -> Vec<f32> {
+    fn update(&mut self, model_output: &[f32], call: usize, sample: &[f32], _rng: &mut BatchRng) -> Vec<f32> {
         assert_eq!(
             sample.len(),
             model_output.len(),
@@ -121,15 +104,6 @@ impl Sampler for Lms {
                 (sample[e] as f64 + update) as f32
             })
             .collect()
-    }
-
-    fn add_noise(&self, original: &[f32], noise: &[f32], call: usize) -> Vec<f32> {
-        self.s.add_noise(original, noise, call)
-    }
-
-    fn skip_steps(&mut self, steps: usize) -> Result<()> {
-        self.s.skip(steps);
-        Ok(())
     }
 }
 

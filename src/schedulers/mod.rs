@@ -139,7 +139,7 @@ impl SamplerKind {
         SamplerKind::Heun,
     ];
 
-    /// The command-line name (`--sampler`).
+    /// Our name: what `--sampler` documents and `Display` writes.
     pub fn name(self) -> &'static str {
         match self {
             SamplerKind::Ddim => "ddim",
@@ -153,6 +153,62 @@ impl SamplerKind {
         }
     }
 
+    /// A1111's name, as its sampler menu spelled it before 1.9 split off the schedule type.
+    pub fn a1111_name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "DDIM",
+            SamplerKind::Pndm => "PLMS",
+            SamplerKind::Euler => "Euler",
+            SamplerKind::EulerAncestral => "Euler a",
+            SamplerKind::DpmPp2m => "DPM++ 2M",
+            SamplerKind::DpmPp2mKarras => "DPM++ 2M Karras",
+            SamplerKind::Lms => "LMS",
+            SamplerKind::Heun => "Heun",
+        }
+    }
+
+    /// What A1111 (1.9 and later) writes into a PNG's `parameters`: the `Sampler` and, when it is
+    /// not the sampler's own, the `Schedule type`.
+    pub fn a1111_parameters(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            SamplerKind::DpmPp2mKarras => (SamplerKind::DpmPp2m.a1111_name(), Some("Karras")),
+            k => (k.a1111_name(), None),
+        }
+    }
+
+    /// Other spellings `str::parse` accepts besides ours and A1111's: sd.cpp's,
+    /// ComfyUI's, diffusers' and A1111's older internal names.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            SamplerKind::Ddim => &[],
+            SamplerKind::Pndm => &[],
+            SamplerKind::Euler => &["k_euler"],
+            SamplerKind::EulerAncestral => &["euler_a", "euler_ancestral", "k_euler_a"],
+            SamplerKind::DpmPp2m => &["dpmpp_2m", "k_dpmpp_2m"],
+            SamplerKind::DpmPp2mKarras => &["dpmpp_2m_karras", "k_dpmpp_2m_ka"],
+            SamplerKind::Lms => &["k_lms"],
+            SamplerKind::Heun => &["k_heun"],
+        }
+    }
+
+    /// One line on what the sampler does.
+    pub fn description(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "DDIM: deterministic, usable from about 10 steps",
+            SamplerKind::Pndm => "PNDM / PLMS: SD 1.5's scheduler config default, linear multistep",
+            SamplerKind::Euler => "Euler: first-order steps on the noise level, deterministic",
+            SamplerKind::EulerAncestral => {
+                "Euler ancestral: Euler with fresh noise each step; the image changes with the step count"
+            }
+            SamplerKind::DpmPp2m => "DPM-Solver++ 2M: second-order multistep, sharp at 20-30 steps",
+            SamplerKind::DpmPp2mKarras => "DPM++ 2M on Karras noise levels (A1111's usual choice)",
+            SamplerKind::Lms => "LMS: linear multistep of order up to 4 on the noise level",
+            SamplerKind::Heun => "Heun: second order, two model calls per step but the last",
+        }
+    }
+
+    /// The sampler of one of our names, exactly (what [`SamplerKind::name`] writes). User input
+    /// goes through `str::parse`, which knows every spelling.
     pub fn from_name(name: &str) -> Result<SamplerKind> {
         SamplerKind::ALL
             .into_iter()
@@ -164,6 +220,13 @@ impl SamplerKind {
                     format!("expected one of {}, found \"{name}\"", names.join(", ")),
                 )
             })
+    }
+
+    /// Every name `str::parse` knows for this sampler.
+    fn spellings(self) -> impl Iterator<Item = &'static str> {
+        [self.name(), self.a1111_name()]
+            .into_iter()
+            .chain(self.aliases().iter().copied())
     }
 
     /// Builds the sampler for `steps` inference steps from a scheduler config.
@@ -182,10 +245,45 @@ impl SamplerKind {
     }
 }
 
+impl std::str::FromStr for SamplerKind {
+    type Err = Error;
+
+    /// Any spelling of our, A1111's or [`SamplerKind::aliases`] names. Case, spaces, `_` and `-`
+    /// do not matter, and `pp` stands for `++` (`Euler A`, `dpmpp_2m`).
+    fn from_str(name: &str) -> Result<SamplerKind> {
+        let key = spelling_key(name);
+        SamplerKind::ALL
+            .into_iter()
+            .find(|k| k.spellings().any(|s| spelling_key(s) == key))
+            .ok_or_else(|| {
+                let ours: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.name()).collect();
+                let a1111: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.a1111_name()).collect();
+                Error::invalid(
+                    "sampler",
+                    format!(
+                        "expected one of {}, or A1111's {}; found {name:?}",
+                        ours.join(", "),
+                        a1111.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
 impl fmt::Display for SamplerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// A sampler name reduced to what tells samplers apart: lower case, no spaces, `_` or `-`, and
+/// `++` written `pp`.
+fn spelling_key(name: &str) -> String {
+    name.to_lowercase()
+        .replace("++", "pp")
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-'))
+        .collect()
 }
 
 /// `SamplerKind::from_name(name)?.build(config, steps)`.
@@ -222,4 +320,46 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f64, f64) -> f64) -> Vec<f32> {
         .zip(b)
         .map(|(&x, &y)| f(x as f64, y as f64) as f32)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every spelling, in any case, names its own sampler and no other.
+    #[test]
+    fn every_spelling_names_one_sampler() {
+        for kind in SamplerKind::ALL {
+            for s in kind.spellings() {
+                for variant in [s.to_string(), s.to_uppercase(), s.to_lowercase()] {
+                    assert_eq!(variant.parse::<SamplerKind>().unwrap(), kind, "{variant:?}");
+                }
+            }
+        }
+        for (name, kind) in [
+            ("Euler A", SamplerKind::EulerAncestral),
+            ("dpm++ 2m karras", SamplerKind::DpmPp2mKarras),
+            ("DPMPP_2M", SamplerKind::DpmPp2m),
+            ("pndm", SamplerKind::Pndm),
+            ("plms", SamplerKind::Pndm),
+        ] {
+            assert_eq!(name.parse::<SamplerKind>().unwrap(), kind, "{name:?}");
+        }
+        for bad in ["", "euler-b", "DPM++ 2M SDE", "LMS Karras", "dpm++"] {
+            let e = bad.parse::<SamplerKind>().unwrap_err().to_string();
+            assert!(e.contains("euler-a") && e.contains("Euler a"), "{e}");
+        }
+        // Our names, exactly, for code that stores them.
+        assert!(SamplerKind::from_name("Euler a").is_err());
+    }
+
+    #[test]
+    fn a1111_parameters_split_the_schedule_type() {
+        assert_eq!(
+            SamplerKind::DpmPp2mKarras.a1111_parameters(),
+            ("DPM++ 2M", Some("Karras"))
+        );
+        assert_eq!(SamplerKind::Pndm.a1111_parameters(), ("PLMS", None));
+        assert_eq!(SamplerKind::EulerAncestral.a1111_parameters(), ("Euler a", None));
+    }
 }

@@ -1,11 +1,70 @@
-//! State shared by the samplers that work on sigmas (Euler, Euler ancestral, LMS, Heun): the
-//! schedule, where img2img starts in it, and which call comes next.
+//! What the samplers that work on sigmas (Euler, Euler ancestral, LMS, Heun) share: their state
+//! ([`SigmaSteps`]: the schedule, where img2img starts in it, which call comes next) and every
+//! [`Sampler`] method but the update itself ([`SigmaSampler`]).
 
 use super::config::{ClassDefaults, Prediction, SchedulerConfig, TimestepSpacing};
 use super::schedule::{SigmaSchedule, TrainSchedule};
-use super::{check_call, zip_map};
+use super::{check_call, zip_map, Sampler, SamplerKind};
+use crate::rng::BatchRng;
+use crate::Result;
+
+/// A sampler on sigmas: its state and its update. [`Sampler`] follows from these (the impl
+/// below), so the four samplers write only what differs between them.
+pub(super) trait SigmaSampler: Send {
+    const KIND: SamplerKind;
+    /// Model calls per inference step that img2img skips (Heun evaluates twice per step).
+    const CALLS_PER_STEP: usize = 1;
+
+    fn state(&self) -> &SigmaSteps;
+
+    fn state_mut(&mut self) -> &mut SigmaSteps;
+
+    /// [`Sampler::step`]: the sample after call `call`.
+    fn update(&mut self, model_output: &[f32], call: usize, sample: &[f32], rng: &mut BatchRng) -> Vec<f32>;
+}
+
+impl<T: SigmaSampler> Sampler for T {
+    fn kind(&self) -> SamplerKind {
+        T::KIND
+    }
+
+    fn steps(&self) -> usize {
+        self.state().steps
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        self.state().timesteps()
+    }
+
+    fn sigmas(&self) -> Option<&[f64]> {
+        Some(self.state().sigmas())
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        self.state().init_noise_sigma
+    }
+
+    fn scale_model_input(&self, sample: &[f32], call: usize) -> Vec<f32> {
+        self.state().scale_model_input(sample, call)
+    }
+
+    fn step(&mut self, model_output: &[f32], call: usize, sample: &[f32], rng: &mut BatchRng) -> Vec<f32> {
+        self.update(model_output, call, sample, rng)
+    }
+
+    fn add_noise(&self, original: &[f32], noise: &[f32], call: usize) -> Vec<f32> {
+        self.state().add_noise(original, noise, call)
+    }
+
+    fn skip_steps(&mut self, steps: usize) -> Result<()> {
+        self.state_mut().skip(T::CALLS_PER_STEP * steps);
+        Ok(())
+    }
+}
 
 pub(super) struct SigmaSteps {
+    /// The number of inference steps (Heun makes about twice as many calls).
+    steps: usize,
     /// `timesteps[i]` is the model call at noise level `sigmas[i]`; `sigmas` ends with 0.
     pub schedule: SigmaSchedule,
     pub prediction: Prediction,
@@ -25,11 +84,17 @@ impl SigmaSteps {
         let train = TrainSchedule::new(config, &defaults);
         let spacing = config.timestep_spacing.unwrap_or(defaults.timestep_spacing);
         let schedule = SigmaSchedule::new(&train, spacing, steps, config.steps_offset, karras);
-        SigmaSteps::new(schedule, spacing, config.prediction_type)
+        SigmaSteps::new(steps, schedule, spacing, config.prediction_type)
     }
 
-    pub fn new(schedule: SigmaSchedule, spacing: TimestepSpacing, prediction: Prediction) -> SigmaSteps {
+    pub fn new(
+        steps: usize,
+        schedule: SigmaSchedule,
+        spacing: TimestepSpacing,
+        prediction: Prediction,
+    ) -> SigmaSteps {
         SigmaSteps {
+            steps,
             init_noise_sigma: schedule.init_noise_sigma(spacing),
             schedule,
             prediction,
@@ -44,10 +109,6 @@ impl SigmaSteps {
 
     pub fn sigmas(&self) -> &[f64] {
         &self.schedule.sigmas[self.begin..]
-    }
-
-    pub fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
     }
 
     /// The noise level of call `call`.
