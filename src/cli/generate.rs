@@ -244,15 +244,11 @@ fn model_source(model: Option<&PathBuf>) -> anyhow::Result<ModelSource> {
 
 /// img2img without `--width`/`--height` takes the image's size: checked now, from the file's
 /// header, so that an unusable size is refused naming the file before the image is decoded or
-/// the model loaded (SD 1.x sizes are multiples of 8). A header that cannot be read is left to
-/// the full decode, whose error says why.
+/// the model loaded (SD 1.x sizes are multiples of 8).
 fn check_image_size(req: &Request, path: &Path) -> anyhow::Result<()> {
-    let header = image::ImageReader::open(path).and_then(|r| r.with_guessed_format());
-    let Some((w, h)) = header.ok().and_then(|r| r.into_dimensions().ok()) else {
-        return Ok(());
-    };
+    let (w, h) = RgbImage::input_dimensions(path)?;
     let from = format!("--image {} ({w}x{h} px)", path.display());
-    req.size(default_size(w as usize, h as usize, 8), &from, 8)?;
+    req.size(default_size(w, h, 8), &from, 8)?;
     Ok(())
 }
 

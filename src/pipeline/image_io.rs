@@ -1,7 +1,7 @@
 //! Images in and out of the pipeline.
 //!
-//! Input (img2img): anything the `image` crate decodes, 8 to 4096 pixels on a
-//! side (checked from the header before decoding). 16-bit, grayscale
+//! Input (img2img): anything the `image` crate decodes, at least 8 pixels on a
+//! side and at most 50 megapixels (checked from the header before decoding). 16-bit, grayscale
 //! and palette images are converted to RGB; an alpha channel is composited
 //! on white (what a user sees in a viewer), never silently dropped.
 //! Output: the decoder's [-1, 1] values mapped as diffusers does,
@@ -13,19 +13,19 @@ use std::path::Path;
 
 use image::ImageReader;
 
-use super::request::MAX_SIDE;
 use crate::{Error, Result};
 
 /// The smallest input side: one latent pixel is 8 image pixels (the VAE's scale).
 pub const MIN_INPUT_SIDE: usize = 8;
 
-/// The largest input side: the largest image we generate. Larger photos would be
-/// decoded only to be scaled down (a 10000 x 10000 PNG costs gigabytes as f32).
-pub const MAX_INPUT_SIDE: usize = MAX_SIDE;
+/// The largest input, in pixels: more than any camera photo a user would redraw
+/// (it is scaled to the output size anyway), while a 10000 x 10000 image, which
+/// would take 1.6 GB once decoded to f32, is refused before decoding.
+pub const MAX_INPUT_PIXELS: usize = 50_000_000;
 
-/// Refuses an input image (named by `path`) smaller than [`MIN_INPUT_SIDE`] or
-/// larger than [`MAX_INPUT_SIDE`] on a side: an img2img image is never silently
-/// scaled up from a few pixels, and never decoded when it cannot be used.
+/// Refuses an input image (named by `path`) smaller than [`MIN_INPUT_SIDE`] on a
+/// side or larger than [`MAX_INPUT_PIXELS`]: an img2img image is never silently
+/// scaled up from a few pixels, and never decoded when it would cost gigabytes.
 pub fn check_input_size(path: &Path, width: usize, height: usize) -> Result<()> {
     let side = width.min(height);
     if side < MIN_INPUT_SIDE {
@@ -37,12 +37,13 @@ pub fn check_input_size(path: &Path, width: usize, height: usize) -> Result<()> 
             ),
         ));
     }
-    if width.max(height) > MAX_INPUT_SIDE {
+    if width.saturating_mul(height) > MAX_INPUT_PIXELS {
         return Err(Error::bad_file(
             path,
             format!(
-                "image is {width}x{height} pixels, larger than {MAX_INPUT_SIDE} on a side: \
-                 scale it down first (img2img works at most at {MAX_INPUT_SIDE} pixels)"
+                "image is {width}x{height} pixels, more than the {} megapixel input limit: \
+                 scale it down first",
+                MAX_INPUT_PIXELS / 1_000_000
             ),
         ));
     }
@@ -58,25 +59,27 @@ pub struct RgbImage {
 }
 
 impl RgbImage {
+    /// The size of an img2img input image, read from the file's header and
+    /// checked (see [`check_input_size`]); no pixel is decoded.
+    pub fn input_dimensions(path: &Path) -> Result<(usize, usize)> {
+        let (width, height) = open_reader(path)?
+            .into_dimensions()
+            .map_err(|e| cannot_decode(path, e))?;
+        check_input_size(path, width as usize, height as usize)?;
+        Ok((width as usize, height as usize))
+    }
+
     /// Decodes an img2img input image; alpha is composited on white. The size is
     /// read from the file's header and checked (see [`check_input_size`]) before
     /// any pixel is decoded, and the decoder is held to that size.
     pub fn load(path: &Path) -> Result<RgbImage> {
-        let reader = || -> Result<ImageReader<BufReader<File>>> {
-            ImageReader::open(path)
-                .map_err(|e| Error::io(path.display().to_string(), e))?
-                .with_guessed_format()
-                .map_err(|e| Error::io(path.display().to_string(), e))
-        };
-        let cannot_decode = |e: image::ImageError| Error::bad_file(path, format!("cannot decode image: {e}"));
-        let (width, height) = reader()?.into_dimensions().map_err(cannot_decode)?;
-        check_input_size(path, width as usize, height as usize)?;
-        let mut limited = reader()?;
+        let (width, height) = RgbImage::input_dimensions(path)?;
+        let mut limited = open_reader(path)?;
         let mut limits = image::Limits::default();
-        limits.max_image_width = Some(width);
-        limits.max_image_height = Some(height);
+        limits.max_image_width = Some(width as u32);
+        limits.max_image_height = Some(height as u32);
         limited.limits(limits);
-        let img = limited.decode().map_err(cannot_decode)?;
+        let img = limited.decode().map_err(|e| cannot_decode(path, e))?;
         let (width, height) = (img.width() as usize, img.height() as usize);
         let rgba = img.to_rgba32f();
         let data = rgba
@@ -150,6 +153,18 @@ pub fn default_size(width: usize, height: usize, multiple: usize) -> (usize, usi
     )
 }
 
+/// The image file's reader, its format guessed from the content.
+fn open_reader(path: &Path) -> Result<ImageReader<BufReader<File>>> {
+    ImageReader::open(path)
+        .map_err(|e| Error::io(path.display().to_string(), e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path.display().to_string(), e))
+}
+
+fn cannot_decode(path: &Path, e: image::ImageError) -> Error {
+    Error::bad_file(path, format!("cannot decode image: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,14 +231,15 @@ mod tests {
             );
             assert!(e.contains("at least 8"), "{e}");
         }
-        let e = check_input_size(Path::new("big.png"), 4097, 600)
+        let e = check_input_size(Path::new("big.png"), 10_000, 5_001)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("big.png") && e.contains("4097x600") && e.contains("4096"),
+            e.contains("big.png") && e.contains("10000x5001") && e.contains("50 megapixel"),
             "{e}"
         );
-        assert!(check_input_size(Path::new("ok.png"), 4096, 8).is_ok());
+        assert!(check_input_size(Path::new("ok.png"), 10_000, 5_000).is_ok());
+        assert!(check_input_size(Path::new("ok.png"), 8, 8).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
