@@ -3,5 +3,7 @@
 pub mod bench;
 pub mod generate;
 pub mod info;
+pub mod interrupt;
 pub mod progress_bar;
+pub mod stdout;
 pub mod tokenize;

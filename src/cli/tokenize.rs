@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 
+use super::stdout::Stdout;
 use sd_wgpu::text::{chunk_prompt, Chunk, ClipTokenizer, PromptChunks, Triggers, EOS};
 
 #[derive(clap::Args)]
@@ -21,8 +22,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let tokenizer = ClipTokenizer::embedded();
     let chunks = chunk_prompt(&tokenizer, &Triggers::none(), &args.prompt)?;
-    print!("{}", render(&tokenizer, &chunks, args.verbose));
-    Ok(())
+    let mut out = Stdout::new();
+    out.print(&render(&tokenizer, &chunks, args.verbose));
+    out.finish()
 }
 
 fn render(tokenizer: &ClipTokenizer, prompt: &PromptChunks, verbose: bool) -> String {

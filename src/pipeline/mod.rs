@@ -30,7 +30,7 @@ mod progress;
 mod request;
 
 pub use conditioning::{guided, Conditioning};
-pub use generate::{Generated, Generation, Timings};
+pub use generate::{Generated, Generation, OnImage, Report, Timings};
 pub use image_io::RgbImage;
 pub use load::{LoadOptions, ModelSource, Pipeline};
 pub use params::GenerationInfo;

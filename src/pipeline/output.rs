@@ -2,68 +2,214 @@
 //! `parameters` text chunk, written to a temporary file and moved into
 //! place, never replacing an existing file unless asked to.
 //!
-//! Naming rule: `--output out.png` names the single image; with a batch the
-//! images are `out-0.png`, `out-1.png`, ... (index in the batch). Without
-//! `--output`, images are `sd-wgpu-<seed>.png` in the current directory. If
-//! any target exists the run stops before generating (`--overwrite` allows
-//! replacing), and the final move refuses to clobber a file that appeared
-//! meanwhile.
+//! Naming rule ([`Naming`]): `--output out.png` names the single image; with
+//! several images they are `out-0.png`, `out-1.png`, ... (index in the run).
+//! Without `--output`, images are `sd-wgpu-<seed>.png` in the current
+//! directory. `--output-dir DIR` numbers them as A1111 does, `00001-<seed>.png`,
+//! on from the highest `NNNNN-*.png` already there. [`Outputs::plan`] checks
+//! every target before any work: the folder exists and takes new files, no
+//! name is too long, and nothing is in the way (a dangling symbolic link
+//! counts) unless `--overwrite`.
+//!
+//! A shared folder is hostile ground: temporaries are created with
+//! `O_CREAT | O_EXCL` (which never follows a link someone planted) under an
+//! unpredictable name `.sd-wgpu-XXXXXXXXXX.tmp`; the final move never
+//! replaces a file that appeared meanwhile (rename without replace, or a
+//! hard link). Temporaries a killed run left behind are removed by a later
+//! run that writes to the same folder, once they are [`STALE_AFTER`] old.
 
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use super::image_io::RgbImage;
 use crate::{Error, Result};
 
+/// The longest file name (bytes) Linux and macOS file systems take.
+pub const NAME_MAX: usize = 255;
+
+/// Age after which a temporary of our own naming counts as left behind: a
+/// temporary lives for the milliseconds it takes to write one PNG.
+pub const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
+
+const TMP_PREFIX: &str = ".sd-wgpu-";
+const TMP_RANDOM: usize = 10;
+const TMP_SUFFIX: &str = ".tmp";
+
+/// How the images of a run are named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Naming {
+    /// `--output FILE.png`: the file for a single image, `FILE-<i>.png` for
+    /// image `i` of several.
+    File(PathBuf),
+    /// No `--output`: `sd-wgpu-<seed>.png` in the current directory.
+    Seed,
+    /// `--output-dir DIR`: `DIR/00001-<seed>.png`, numbered on from the
+    /// highest `NNNNN-*.png` in `DIR`.
+    Numbered(PathBuf),
+}
+
 /// The target files of one run, checked before any work starts.
-pub fn plan_outputs(output: Option<&Path>, seeds: &[u64], overwrite: bool) -> Result<Vec<PathBuf>> {
-    let paths: Vec<PathBuf> = match output {
-        Some(p) if seeds.len() == 1 => vec![p.to_path_buf()],
-        Some(p) => {
-            let stem = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let ext = p
-                .extension()
-                .map(|e| e.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "png".into());
-            (0..seeds.len())
-                .map(|i| p.with_file_name(format!("{stem}-{i}.{ext}")))
-                .collect()
-        }
-        None => seeds
-            .iter()
-            .map(|s| PathBuf::from(format!("sd-wgpu-{s}.png")))
-            .collect(),
-    };
-    for p in &paths {
-        let ext_ok = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        if !ext_ok {
-            return Err(Error::invalid(
-                "--output",
-                format!("{} must end in .png", p.display()),
-            ));
-        }
-        if !overwrite && p.exists() {
-            return Err(Error::invalid(
-                "--output",
-                format!(
-                    "{} already exists (choose another name or pass --overwrite)",
-                    p.display()
-                ),
-            ));
-        }
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
+#[derive(Debug)]
+pub struct Outputs {
+    naming: Naming,
+    /// Images in the run.
+    count: usize,
+    overwrite: bool,
+    /// `Naming::Numbered`: the number the next image tries first.
+    next: u64,
+}
+
+impl Outputs {
+    /// Checks every target of a run whose image `i` has seed `seeds[i]`:
+    /// the extension, the folder (exists, takes a new file: a temporary is
+    /// created and removed there), each name's length, and that nothing is in
+    /// the way unless `overwrite`. Stale temporaries of ours in the folder
+    /// are removed first.
+    pub fn plan(naming: Naming, seeds: &[u64], overwrite: bool) -> Result<Outputs> {
+        let mut outputs = Outputs {
+            naming,
+            count: seeds.len(),
+            overwrite,
+            next: 1,
+        };
+        if let Naming::File(p) = &outputs.naming {
+            let ext_ok = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            if !ext_ok {
                 return Err(Error::invalid(
                     "--output",
-                    format!("directory {} does not exist", dir.display()),
+                    format!("{} must end in .png", p.display()),
                 ));
             }
         }
+        let dir = outputs.dir();
+        if !dir.is_dir() {
+            let what = if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(outputs.refuse(&dir, what));
+        }
+        remove_stale(&dir, is_our_temporary);
+        if let Err(e) = temporary(&dir) {
+            let msg = format!("is not writable (creating a file there: {e})");
+            return Err(match outputs.naming {
+                Naming::Seed => Error::bad_file(
+                    std::env::current_dir().unwrap_or(dir),
+                    format!("the current directory, where images go without --output or --output-dir, {msg}"),
+                ),
+                _ => outputs.refuse(&dir, &msg),
+            });
+        }
+        match &outputs.naming {
+            Naming::Numbered(d) => outputs.next = highest_number(d)? + 1,
+            _ => {
+                for (i, &seed) in seeds.iter().enumerate() {
+                    outputs.check_target(&outputs.path(i, seed))?;
+                }
+            }
+        }
+        Ok(outputs)
     }
-    Ok(paths)
+
+    /// The file of image `i` (seed `seed`) for `File` and `Seed` naming; for
+    /// `Numbered`, the name it tries first.
+    pub fn path(&self, i: usize, seed: u64) -> PathBuf {
+        match &self.naming {
+            Naming::File(p) if self.count == 1 => p.clone(),
+            Naming::File(p) => {
+                let stem = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let ext = p
+                    .extension()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "png".into());
+                p.with_file_name(format!("{stem}-{i}.{ext}"))
+            }
+            Naming::Seed => PathBuf::from(format!("sd-wgpu-{seed}.png")),
+            Naming::Numbered(d) => d.join(format!("{:05}-{seed}.png", self.next)),
+        }
+    }
+
+    /// Writes image `i`'s PNG bytes and returns the file's path. `Numbered`
+    /// names take the next free number, so that a file that appeared
+    /// meanwhile is never replaced; the other namings refuse then.
+    pub fn write(&mut self, i: usize, seed: u64, png: &[u8]) -> Result<PathBuf> {
+        loop {
+            let path = self.path(i, seed);
+            let numbered = matches!(self.naming, Naming::Numbered(_));
+            if numbered {
+                self.next += 1;
+            }
+            if place(&path, png, self.overwrite)? {
+                return Ok(path);
+            }
+            if !numbered {
+                return Err(self.refuse(&path, "appeared while generating; not overwritten"));
+            }
+        }
+    }
+
+    /// The folder the images go to.
+    fn dir(&self) -> PathBuf {
+        match &self.naming {
+            Naming::File(p) => dir_of(p).to_path_buf(),
+            Naming::Seed => PathBuf::from("."),
+            Naming::Numbered(d) => d.clone(),
+        }
+    }
+
+    /// `path` is a name the file system takes, and free (or `overwrite`).
+    fn check_target(&self, path: &Path) -> Result<()> {
+        let name_len = path.file_name().map_or(0, |n| n.as_encoded_bytes().len());
+        if name_len > NAME_MAX {
+            return Err(self.refuse(
+                path,
+                &format!("has a {name_len}-byte file name; file systems take at most {NAME_MAX}"),
+            ));
+        }
+        // symlink_metadata: a link is something in the way even when it
+        // points nowhere (`exists()` would follow it and say no).
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return Ok(());
+        };
+        if meta.is_dir() {
+            return Err(self.refuse(path, "is a directory"));
+        }
+        if meta.file_type().is_symlink() && !path.exists() {
+            let target = std::fs::read_link(path).unwrap_or_default();
+            return Err(self.refuse(
+                path,
+                &format!(
+                    "is a symbolic link to {}, which does not exist; links are never followed \
+                     (remove it or choose another name)",
+                    target.display()
+                ),
+            ));
+        }
+        if !self.overwrite {
+            let other = match self.naming {
+                Naming::Seed => "choose another name with --output or --output-dir",
+                _ => "choose another name",
+            };
+            return Err(self.refuse(path, &format!("already exists ({other} or pass --overwrite)")));
+        }
+        Ok(())
+    }
+
+    /// "`path` `msg`", naming the flag the user passed, if any.
+    fn refuse(&self, path: &Path, msg: &str) -> Error {
+        let flag = match self.naming {
+            Naming::File(_) => "--output",
+            Naming::Numbered(_) => "--output-dir",
+            Naming::Seed => return Error::bad_file(path, msg),
+        };
+        Error::invalid(flag, format!("{} {msg}", path.display()))
+    }
 }
 
 /// Encodes `img` as PNG with a `parameters` chunk (tEXt when the text is
@@ -90,74 +236,263 @@ pub fn encode_png(img: &RgbImage, parameters: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory.
+/// Writes `bytes` to `path` through a new temporary in the same directory.
 /// A failure leaves no partial file; an existing `path` is replaced only
-/// when `overwrite`.
+/// when `overwrite` (a symbolic link there is replaced, never followed).
 pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let io = |e| Error::io(path.display().to_string(), e);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        drop(f);
-        if overwrite {
-            std::fs::rename(&tmp, path).map_err(io)
-        } else {
-            // A hard link fails if `path` exists: no silent clobbering.
-            match std::fs::hard_link(&tmp, path) {
-                Ok(()) => std::fs::remove_file(&tmp).map_err(io),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::invalid(
-                    "--output",
-                    format!("{} appeared while generating; not overwritten", path.display()),
-                )),
-                // File systems without hard links: check, then rename.
-                Err(_) if !path.exists() => std::fs::rename(&tmp, path).map_err(io),
-                Err(e) => Err(io(e)),
-            }
-        }
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if place(path, bytes, overwrite)? {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "--output",
+            format!("{} appeared while generating; not overwritten", path.display()),
+        ))
     }
-    result
+}
+
+/// [`write_atomic`]'s work: false (and nothing written) when `path` exists
+/// and not `overwrite`.
+fn place(path: &Path, bytes: &[u8], overwrite: bool) -> Result<bool> {
+    let io = |e| Error::io(format!("writing {}", path.display()), e);
+    let mut tmp = temporary(dir_of(path)).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    // Dropping the temporary (also inside a PersistError) removes it.
+    let placed = if overwrite {
+        tmp.persist(path)
+    } else {
+        tmp.persist_noclobber(path)
+    };
+    match placed {
+        Ok(_) => Ok(true),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // File systems with neither hard links nor rename-without-replace:
+        // check, then rename.
+        Err(e) if !overwrite && std::fs::symlink_metadata(path).is_err() => {
+            e.file.persist(path).map(|_| true).map_err(|e| io(e.error))
+        }
+        Err(e) => Err(io(e.error)),
+    }
+}
+
+/// A new, empty temporary `.sd-wgpu-XXXXXXXXXX.tmp` in `dir`, removed when dropped.
+fn temporary(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .rand_bytes(TMP_RANDOM)
+        .suffix(TMP_SUFFIX)
+        .make_in(dir, create_exclusive)
+}
+
+/// Creates `path`, failing if anything is there, a symbolic link included
+/// (`O_EXCL`); mode 0666 less the umask, as any new file.
+fn create_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Our temporaries: `.sd-wgpu-XXXXXXXXXX.tmp`, and the `.<name>.png.<pid>.tmp`
+/// of sd-wgpu before 0.2 (kill -9 left those behind too).
+fn is_our_temporary(name: &str) -> bool {
+    let current = name
+        .strip_prefix(TMP_PREFIX)
+        .and_then(|r| r.strip_suffix(TMP_SUFFIX))
+        .is_some_and(|r| r.len() == TMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let old = name
+        .strip_prefix('.')
+        .and_then(|r| r.strip_suffix(".tmp"))
+        .and_then(|r| r.rsplit_once('.'))
+        .is_some_and(|(stem, pid)| {
+            stem.len() > 4
+                && stem[stem.len() - 4..].eq_ignore_ascii_case(".png")
+                && !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+        });
+    current || old
+}
+
+/// Removes the entries of `dir` whose name `ours` accepts and that were last
+/// modified [`STALE_AFTER`] ago or more: plain files and folders only,
+/// never a symbolic link (nor anything through one). Best effort: what cannot
+/// be removed stays. Returns how many were removed.
+pub(crate) fn remove_stale(dir: &Path, ours: fn(&str) -> bool) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(ours) {
+            continue;
+        }
+        let path = entry.path();
+        // symlink_metadata describes the entry itself, not what a link points at.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok());
+        if age.is_none_or(|a| a < STALE_AFTER) {
+            continue;
+        }
+        let gone = if meta.file_type().is_file() {
+            std::fs::remove_file(&path)
+        } else if meta.file_type().is_dir() {
+            // remove_dir_all never follows links inside the folder.
+            std::fs::remove_dir_all(&path)
+        } else {
+            continue;
+        };
+        removed += usize::from(gone.is_ok());
+    }
+    removed
+}
+
+/// The highest `N` of the `N-*.png` files in `dir` (`N` at least 5 digits,
+/// A1111's numbering), 0 when there is none.
+fn highest_number(dir: &Path) -> Result<u64> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::invalid("--output-dir", format!("cannot list {}: {e}", dir.display())))?;
+    Ok(entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let (number, rest) = name.split_once('-')?;
+            let png = rest.len() > 4 && rest[rest.len() - 4..].eq_ignore_ascii_case(".png");
+            let digits = number.len() >= 5 && number.bytes().all(|b| b.is_ascii_digit());
+            if png && digits {
+                number.parse::<u64>().ok()
+            } else {
+                None
+            }
+        })
+        .max()
+        .unwrap_or(0))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("sdw-out-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    fn names(outputs: &Outputs, seeds: &[u64]) -> Vec<PathBuf> {
+        seeds
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| outputs.path(i, s))
+            .collect()
+    }
+
+    fn age(path: &Path, secs: u64) {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    /// Ages a symbolic link itself (std has no `lutimes`).
+    pub(crate) fn age_link(link: &Path) {
+        let touched = std::process::Command::new("touch")
+            .args(["-h", "-d", "2 hours ago"])
+            .arg(link)
+            .status()
+            .unwrap();
+        assert!(touched.success());
     }
 
     #[test]
     fn naming_rule() {
         let d = tmpdir("names");
-        let one = plan_outputs(Some(&d.join("cat.png")), &[7], false).unwrap();
-        assert_eq!(one, vec![d.join("cat.png")]);
-        let many = plan_outputs(Some(&d.join("cat.png")), &[7, 8], false).unwrap();
-        assert_eq!(many, vec![d.join("cat-0.png"), d.join("cat-1.png")]);
-        let default = plan_outputs(None, &[42], false).unwrap();
-        assert_eq!(default, vec![PathBuf::from("sd-wgpu-42.png")]);
+        let file = |name: &str| Naming::File(d.join(name));
+        let one = Outputs::plan(file("cat.png"), &[7], false).unwrap();
+        assert_eq!(names(&one, &[7]), vec![d.join("cat.png")]);
+        let many = Outputs::plan(file("cat.png"), &[7, 8], false).unwrap();
+        assert_eq!(
+            names(&many, &[7, 8]),
+            vec![d.join("cat-0.png"), d.join("cat-1.png")]
+        );
+        let default = Outputs::plan(Naming::Seed, &[42], false).unwrap();
+        assert_eq!(names(&default, &[42]), vec![PathBuf::from("sd-wgpu-42.png")]);
         std::fs::write(d.join("cat-1.png"), b"x").unwrap();
-        let e = plan_outputs(Some(&d.join("cat.png")), &[7, 8], false)
+        let e = Outputs::plan(file("cat.png"), &[7, 8], false)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("cat-1.png") && e.contains("--overwrite"), "{e}");
-        assert!(plan_outputs(Some(&d.join("cat.png")), &[7, 8], true).is_ok());
-        assert!(plan_outputs(Some(&d.join("cat.jpg")), &[7], false).is_err());
-        assert!(plan_outputs(Some(&d.join("nodir/cat.png")), &[7], false).is_err());
+        assert!(
+            e.contains("--output") && e.contains("cat-1.png") && e.contains("--overwrite"),
+            "{e}"
+        );
+        assert!(Outputs::plan(file("cat.png"), &[7, 8], true).is_ok());
+        assert!(Outputs::plan(file("cat.jpg"), &[7], false).is_err());
+        let e = Outputs::plan(file("nodir/cat.png"), &[7], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nodir") && e.contains("does not exist"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn refused_before_any_work() {
+        let d = tmpdir("refused");
+        // A dangling link is in the way, and named as such, even with --overwrite.
+        std::os::unix::fs::symlink(d.join("nowhere"), d.join("ghost.png")).unwrap();
+        for overwrite in [false, true] {
+            let e = Outputs::plan(Naming::File(d.join("ghost.png")), &[1], overwrite)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("ghost.png") && e.contains("symbolic link") && e.contains("nowhere"),
+                "{e}"
+            );
+            assert!(!e.contains("appeared"), "{e}");
+        }
+        // A name the file system would refuse.
+        let long = format!("{}.png", "n".repeat(252));
+        let e = Outputs::plan(Naming::File(d.join(&long)), &[1], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("256-byte file name") && e.contains("--output"), "{e}");
+        let fits = format!("{}.png", "n".repeat(251));
+        assert!(Outputs::plan(Naming::File(d.join(&fits)), &[1], false).is_ok());
+        // A "folder" that is a file, and one that takes no new file (root can write in any
+        // folder whatever its mode, /proc refuses it too).
+        std::fs::write(d.join("plain"), b"x").unwrap();
+        let e = Outputs::plan(Naming::Numbered(d.join("plain")), &[1], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--output-dir") && e.contains("not a directory"), "{e}");
+        let e = Outputs::plan(Naming::File(PathBuf::from("/proc/x.png")), &[1], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--output: /proc is not writable"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn exclusive_creation_never_follows_a_link() {
+        let d = tmpdir("excl");
+        let victim = d.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, d.join("live")).unwrap();
+        std::os::unix::fs::symlink(d.join("nowhere"), d.join("dangling")).unwrap();
+        for name in ["live", "dangling"] {
+            let e = create_exclusive(&d.join(name)).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{name}");
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(
+            !d.join("nowhere").exists(),
+            "the dangling link's target was not created"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -188,6 +523,76 @@ mod tests {
         let utf = encode_png(&img, "猫").unwrap();
         let reader = png::Decoder::new(std::io::Cursor::new(utf)).read_info().unwrap();
         assert_eq!(reader.info().utf8_text[0].get_text().unwrap(), "猫");
+
+        // --overwrite replaces a link at the target itself, never its target.
+        let victim = d.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, d.join("link.png")).unwrap();
+        assert!(write_atomic(&d.join("link.png"), &bytes, false).is_err());
+        write_atomic(&d.join("link.png"), &bytes, true).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!std::fs::symlink_metadata(d.join("link.png"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn numbered_names_go_on_from_the_highest_and_skip_taken_ones() {
+        let d = tmpdir("numbered");
+        for name in [
+            "00003-1.png",
+            "00007-9-a cat.png",
+            "123-4.png",
+            "00009.png",
+            "x-1.png",
+        ] {
+            std::fs::write(d.join(name), b"x").unwrap();
+        }
+        let mut out = Outputs::plan(Naming::Numbered(d.clone()), &[5, 6], false).unwrap();
+        // A file that appears under the next name is skipped, not replaced.
+        std::fs::write(d.join("00008-5.png"), b"theirs").unwrap();
+        assert_eq!(out.write(0, 5, b"png").unwrap(), d.join("00009-5.png"));
+        assert_eq!(out.write(1, 6, b"png").unwrap(), d.join("00010-6.png"));
+        assert_eq!(std::fs::read(d.join("00008-5.png")).unwrap(), b"theirs");
+        let empty = tmpdir("numbered-empty");
+        let out = Outputs::plan(Naming::Numbered(empty.clone()), &[42], false).unwrap();
+        assert_eq!(out.path(0, 42), empty.join("00001-42.png"));
+        std::fs::remove_dir_all(&d).unwrap();
+        std::fs::remove_dir_all(&empty).unwrap();
+    }
+
+    #[test]
+    fn stale_temporaries_of_ours_are_removed_and_nothing_else() {
+        let d = tmpdir("stale");
+        let victim = d.join("victim.tmp");
+        std::fs::write(&victim, b"precious").unwrap();
+        let files = [
+            (".sd-wgpu-AbCdE12345.tmp", 3600, true),
+            (".cat.png.4242.tmp", 3600, true),
+            (".sd-wgpu-AbCdE12346.tmp", 10, false), // fresh: maybe another run's
+            (".sd-wgpu-short.tmp", 3600, false),
+            (".other.tmp", 3600, false),
+            ("cat.png", 3600, false),
+        ];
+        for (name, secs, _) in files {
+            std::fs::write(d.join(name), b"x").unwrap();
+            age(&d.join(name), secs);
+        }
+        age(&victim, 3600);
+        let link = d.join(".sd-wgpu-LiNk012345.tmp");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        age_link(&link);
+        assert_eq!(remove_stale(&d, is_our_temporary), 2);
+        for (name, _, removed) in files {
+            assert_eq!(!d.join(name).exists(), removed, "{name}");
+        }
+        assert!(
+            std::fs::symlink_metadata(&link).is_ok(),
+            "an old link of our naming stays"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
