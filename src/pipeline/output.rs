@@ -236,22 +236,10 @@ pub fn encode_png(img: &RgbImage, parameters: &str) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Writes `bytes` to `path` through a new temporary in the same directory.
-/// A failure leaves no partial file; an existing `path` is replaced only
-/// when `overwrite` (a symbolic link there is replaced, never followed).
-pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
-    if place(path, bytes, overwrite)? {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "--output",
-            format!("{} appeared while generating; not overwritten", path.display()),
-        ))
-    }
-}
-
-/// [`write_atomic`]'s work: false (and nothing written) when `path` exists
-/// and not `overwrite`.
+/// Writes `bytes` to `path` through a new temporary in the same directory;
+/// a failure leaves no partial file. Returns false (and writes nothing)
+/// when `path` exists and not `overwrite`; with `overwrite` a symbolic link
+/// at `path` is replaced, never followed.
 fn place(path: &Path, bytes: &[u8], overwrite: bool) -> Result<bool> {
     let io = |e| Error::io(format!("writing {}", path.display()), e);
     let mut tmp = temporary(dir_of(path)).map_err(io)?;
@@ -437,6 +425,15 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nodir") && e.contains("does not exist"), "{e}");
+        // A file that appears after the check is not replaced.
+        let mut late = Outputs::plan(file("late.png"), &[7], false).unwrap();
+        std::fs::write(d.join("late.png"), b"theirs").unwrap();
+        let e = late.write(0, 7, b"png").unwrap_err().to_string();
+        assert!(
+            e.contains("--output") && e.contains("late.png appeared while generating"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(d.join("late.png")).unwrap(), b"theirs");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -507,7 +504,7 @@ pub(crate) mod tests {
         let text = "a cat\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, Seed: 1";
         let bytes = encode_png(&img, text).unwrap();
         let p = d.join("x.png");
-        write_atomic(&p, &bytes, false).unwrap();
+        assert!(place(&p, &bytes, false).unwrap());
         let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
         let reader = dec.read_info().unwrap();
         let chunk = &reader.info().uncompressed_latin1_text[0];
@@ -515,9 +512,11 @@ pub(crate) mod tests {
             (chunk.keyword.as_str(), chunk.text.as_str()),
             ("parameters", text)
         );
-        let e = write_atomic(&p, &bytes, false).unwrap_err().to_string();
-        assert!(e.contains("not overwritten"), "{e}");
-        write_atomic(&p, &bytes, true).unwrap();
+        std::fs::write(&p, b"replaced?").unwrap();
+        assert!(!place(&p, &bytes, false).unwrap(), "never clobbers");
+        assert_eq!(std::fs::read(&p).unwrap(), b"replaced?");
+        assert!(place(&p, &bytes, true).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), bytes);
         let leftovers: Vec<_> = std::fs::read_dir(&d).unwrap().filter_map(|e| e.ok()).collect();
         assert_eq!(leftovers.len(), 1, "temporary files left behind");
         let utf = encode_png(&img, "猫").unwrap();
@@ -528,8 +527,8 @@ pub(crate) mod tests {
         let victim = d.join("victim");
         std::fs::write(&victim, b"precious").unwrap();
         std::os::unix::fs::symlink(&victim, d.join("link.png")).unwrap();
-        assert!(write_atomic(&d.join("link.png"), &bytes, false).is_err());
-        write_atomic(&d.join("link.png"), &bytes, true).unwrap();
+        assert!(!place(&d.join("link.png"), &bytes, false).unwrap());
+        assert!(place(&d.join("link.png"), &bytes, true).unwrap());
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(!std::fs::symlink_metadata(d.join("link.png"))
             .unwrap()
