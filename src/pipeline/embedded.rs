@@ -12,13 +12,13 @@
 //! milliseconds), so a damaged cache is rewritten instead of loaded.
 //! Temporary folders a killed process left behind (`.demo-model-*.partial`,
 //! `.stale`) are removed by the next use once they are
-//! [`STALE_AFTER`](super::output::STALE_AFTER) old.
+//! [`STALE_AFTER`](super::atomic::STALE_AFTER) old.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::output::remove_stale;
+use super::atomic::remove_stale;
 use super::request::hex_prefix;
 use crate::{Error, Result};
 
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn stale_temporary_folders_are_removed_and_nothing_else() {
-        use crate::pipeline::output::STALE_AFTER;
+        use crate::pipeline::atomic::STALE_AFTER;
         let cache = scratch("stale");
         let old = std::time::SystemTime::now() - STALE_AFTER - std::time::Duration::from_secs(60);
         let victim = cache.join("victim");
@@ -258,7 +258,7 @@ mod tests {
         std::fs::write(victim.join("keep"), b"x").unwrap();
         let link = cache.join(".demo-model-1-2.partial");
         std::os::unix::fs::symlink(&victim, &link).unwrap();
-        crate::pipeline::output::tests::age_link(&link);
+        crate::pipeline::atomic::tests::age_link(&link);
         demo_model_dir(&cache).unwrap();
         for (name, _, removed) in names {
             assert_eq!(!cache.join(name).exists(), removed, "{name}");

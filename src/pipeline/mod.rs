@@ -17,8 +17,10 @@
 //! built-in demo model), `request` (what a
 //! generation asks for), `conditioning` (prompts to text states),
 //! `generate` (the sampling loops), `progress` (callbacks, cancellation),
-//! `image_io`, `output`, `params` (images in and out, PNG metadata).
+//! `image_io`, `output`, `params` (images in and out, PNG metadata),
+//! `atomic` (writing files safely in a shared folder).
 
+mod atomic;
 mod conditioning;
 pub mod embedded;
 mod generate;
