@@ -33,7 +33,7 @@ use super::stdout::Stdout;
 /// The flags txt2img and img2img share.
 #[derive(clap::Args)]
 pub struct CommonArgs {
-    /// What to draw. A1111 syntax: (word:1.2), [word], BREAK; any length.
+    /// What to draw (or --prompt-file). A1111 syntax: (word:1.2), [word], BREAK; any length.
     #[arg(long, value_name = "TEXT", required_unless_present = "prompt_file")]
     pub prompt: Option<String>,
     /// One prompt per line, each generating --batch images with seeds going on across
@@ -86,7 +86,8 @@ pub struct CommonArgs {
     /// VAE tiling: auto (above 768x768 pixels), on or off.
     #[arg(long, value_name = "auto|on|off", default_value = "auto")]
     pub vae_tiling: String,
-    /// Output PNG (default sd-wgpu-<seed>.png); with --batch, NAME-0.png, NAME-1.png, ...
+    /// Output PNG (default sd-wgpu-<seed>.png); with several images (--batch, --prompt-file)
+    /// NAME-0.png, NAME-1.png, ... counted over the whole run.
     #[arg(long, value_name = "FILE.png")]
     pub output: Option<PathBuf>,
     /// Write the images to DIR as A1111 does: 00001-<seed>.png, numbered on from the
