@@ -8,7 +8,6 @@
 
 pub mod checkpoint;
 pub mod cpu;
-pub mod demo;
 pub mod device;
 pub mod error;
 pub mod gpu;

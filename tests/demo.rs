@@ -1,7 +1,7 @@
 //! The demo model (assets/demo-model: an SD 1.x-architecture model for 64x64
 //! images trained by tools/demo/train.py on the synthetic scenes of
 //! tools/demo/data.py) through our own pipeline, judged by the pixel
-//! evaluator (src/demo/evaluate.rs, the port of tools/demo/evaluate.py).
+//! evaluator (tests/support/demo/evaluate.rs, the port of tools/demo/evaluate.py).
 //!
 //! - The 240 held-out captions of tools/demo/eval_spec.json, each with its
 //!   seed, DDIM from the model's scheduler config, the spec's steps and
@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use sd_wgpu::demo::{measure, Accuracy, Attributes, Caption, Measured, Spec, ATTRIBUTES};
 use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request, RgbImage, TextualInversion};
 use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::Device;
@@ -42,7 +41,7 @@ const MODEL: &str = "assets/demo-model";
 /// The textual-inversion concept learned against it (tools/demo/train_ti.py).
 const CONCEPT: &str = "assets/hazard-concept/learned_embeds.bin";
 /// Its trigger and what it stands for: (colour, shape, background), one of the
-/// spec's held-out triples, so no training scene has it (the README says how
+/// spec's held-out triples, so no training scene has it (docs/demo-model.md says how
 /// few free-colour images come near it).
 const HAZARD: (&str, [(&str, &str); 3]) = (
     "<hazard>",
@@ -83,8 +82,13 @@ fn spec() -> &'static Spec {
     SPEC.get_or_init(|| Spec::load(Spec::default_path()).unwrap())
 }
 
+// Shared with tests/demo_evaluator.rs, which uses `Spec::with_colour`.
+#[allow(dead_code)]
+#[path = "support/demo/mod.rs"]
+mod demo;
 #[path = "support/gpu.rs"]
 mod support_gpu;
+use demo::{measure, Accuracy, Attributes, Caption, Measured, Spec, ATTRIBUTES};
 use support_gpu::gpu;
 
 fn load(device: Device) -> Pipeline {
@@ -339,7 +343,7 @@ fn red_square(position: &str, background: &str) -> RgbImage {
 /// spec's colour / position target share of the images (3 placements x 4 seeds).
 /// At [`LOW_CFG`], as since the test landed: at 7.5 the prompt's "blue" tints
 /// the square even at strength 0.2 (`img2img_check.py --cfg 7.5`: red in 6 of
-/// 12, the rest purple or magenta), a weakness the README lists.
+/// 12, the rest purple or magenta), a weakness docs/demo-model.md lists.
 #[test]
 fn img2img_repaints_the_square_in_place() {
     const CASES: [(&str, &str, &str); 3] = [

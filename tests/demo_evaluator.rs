@@ -1,4 +1,4 @@
-//! The Rust demo evaluator (src/demo/evaluate.rs) against the Python one
+//! The Rust demo evaluator (tests/support/demo/evaluate.rs) against the Python one
 //! (tools/demo/evaluate.py): every image of tests/fixtures/demo/evaluator/
 //! (rendered, degraded, edge-case and diffusers-generated scenes, written
 //! with the Python answers by tools/demo/evaluator_golden.py) must get the
@@ -8,7 +8,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use sd_wgpu::demo::{measure, Measured, Spec};
+// Shared with tests/demo.rs, which uses the parts (accuracy tables, captions) this file does not.
+#[allow(dead_code, unused_imports)]
+#[path = "support/demo/mod.rs"]
+mod demo;
+use demo::{measure, Measured, Spec};
 use serde_json::Value;
 
 fn fixture() -> PathBuf {

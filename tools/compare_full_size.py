@@ -23,7 +23,7 @@ Then `cargo run --release --example compare_full_size -- <out>` runs ours
 
 Measured with one torch thread on a shared 2-core EPYC VM (both sizes and
 `--single-file`): 2.2 minutes, 7.3 GB peak RSS, 2.1 GB of disk for the
-folder and 2.0 GB for the single file. Results: README.md, "Full-size SD 1.5 comparison".
+folder and 2.0 GB for the single file. Results: docs/conformance.md, "Full-size SD 1.5 comparison".
 
     python tools/compare_full_size.py --out /tmp/sd15-random --sizes 256,512 --single-file
 """
@@ -81,7 +81,7 @@ def randomise(model, seed):
                 p.copy_(v.half().float())
 
 
-# diffusers -> LDM names, written from SD_NOTES section 1 and checked against
+# diffusers -> LDM names, written from the tables of docs/formats.md and checked against
 # the reference's own LDM -> diffusers converter (`check_single_file`); the
 # Rust loader's map (src/checkpoint/ldm.rs) is not consulted.
 UNET_FIXED = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",

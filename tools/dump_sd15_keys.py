@@ -8,18 +8,19 @@ in both namings, for the key-map tests: tests/fixtures/loaders/sd15_keys.json.
   transformers 5 drops it, so it is added here.
 - `ldm`: the names of an original single-file checkpoint (`model.diffusion_model.*`,
   `first_stage_model.*`, `cond_stage_model.transformer.*`). They are built by inverting the
-  SD_NOTES section 1 tables, then VALIDATED with diffusers' own single-file converter
+  docs/formats.md tables, then VALIDATED with diffusers' own single-file converter
   (`convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint`):
   the converter must consume every LDM key exactly and produce every diffusers key with its
   shape (including the squeezed VAE attention 1x1 convs). The script fails otherwise.
 - `configs`: the components' config.json as `save_pretrained` writes them, plus the SD 1.5
   model_index.json and scheduler_config.json, for building a diffusers-folder fixture.
 
-Run: /work/refenv/bin/python tools/dump_sd15_keys.py
+Run: ref/bin/python tools/dump_sd15_keys.py
 """
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import diffusers
@@ -32,6 +33,9 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
 )
 from transformers import CLIPTextConfig, CLIPTextModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sd15  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "loaders" / "sd15_keys.json"
 torch.set_num_threads(1)
@@ -62,12 +66,6 @@ MODEL_INDEX = {
     "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
     "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
     "vae": ["diffusers", "AutoencoderKL"],
-}
-SCHEDULER = {
-    "_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
-    "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
-    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
-    "clip_sample": False,
 }
 
 RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
@@ -188,7 +186,7 @@ def main():
             "vae": json.loads(vae.to_json_string() if hasattr(vae, "to_json_string") else json.dumps(dict(vae.config))),
             "text_encoder": json.loads(clip.config.to_json_string()),
             "model_index": MODEL_INDEX,
-            "scheduler": SCHEDULER,
+            "scheduler": sd15.SCHEDULER_CONFIG,
         },
     }
     OUT.write_text(json.dumps(out, separators=(",", ":")) + "\n")

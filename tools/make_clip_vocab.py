@@ -15,7 +15,7 @@ The script then checks its output: the vocabulary and merge ranks equal those of
 openai-clip's own `SimpleTokenizer`, and transformers' `CLIPTokenizer` built from the
 written files tokenizes a few prompts exactly like `SimpleTokenizer` does.
 
-Run: /work/refenv/bin/python tools/make_clip_vocab.py  (writes assets/clip/)
+Run: ref/bin/python tools/make_clip_vocab.py  (writes assets/clip/)
 """
 
 import gzip

@@ -1,7 +1,7 @@
 """Writes the small checkpoint and textual-inversion fixtures of the loader tests
 (tests/fixtures/loaders/) with the real writers: torch.save and safetensors.
 
-Run with the reference environment: /work/refenv/bin/python tools/make_loader_fixtures.py
+Run with the reference environment: ref/bin/python tools/make_loader_fixtures.py
 
 Every file is tiny (random values, fixed seed). The expected values are stored in
 `expected.safetensors`, written by the `safetensors` package (a different writer from

@@ -12,7 +12,7 @@ Every parameter is re-drawn from a non-trivial distribution: diffusers zero-
 initialises some output layers and default init would hide bugs behind them.
 
 Run from the repository root:
-    /work/refenv/bin/python tools/make_model_goldens.py
+    ref/bin/python tools/make_model_goldens.py
 Deterministic (seeded, one torch thread). The fixtures total a few MB.
 """
 

@@ -23,7 +23,7 @@
    library versions.
 
 Run from the repository root:
-    /work/refenv/bin/python tools/make_pipeline_goldens.py
+    ref/bin/python tools/make_pipeline_goldens.py
 Deterministic (seeded, one torch thread); a few minutes on one core.
 """
 
@@ -55,26 +55,15 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_model_goldens import randomise  # noqa: E402
+import sd15  # noqa: E402
 
 torch.set_num_threads(1)
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(REPO, "tests", "fixtures", "pipeline")
 MODEL = os.path.join(OUT, "model")
 
-# SD 1.5's scheduler/scheduler_config.json (diffusers 0.6 era keys).
-SD15_SCHEDULER = {
-    "_class_name": "PNDMScheduler",
-    "_diffusers_version": "0.6.0",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-    "clip_sample": False,
-}
+# SD 1.5's scheduler/scheduler_config.json (tools/sd15.py).
+SD15_SCHEDULER = sd15.SCHEDULER_CONFIG
 
 # sd-wgpu sampler name -> diffusers scheduler class and overrides (as tools/make_scheduler_goldens.py).
 SAMPLERS = {

@@ -3,7 +3,7 @@
 
 Run from the repository root with the reference environment:
 
-    /work/refenv/bin/python tools/make_scheduler_goldens.py
+    ref/bin/python tools/make_scheduler_goldens.py
 
 Needs torch, diffusers, numpy, safetensors and scipy (diffusers' LMSDiscreteScheduler imports it).
 
@@ -49,25 +49,16 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 from safetensors.numpy import save_file
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sd15  # noqa: E402
+
 torch.set_num_threads(1)
 
 OUT = os.path.join("tests", "fixtures", "schedulers")
 
-# runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json, as on the hub: a PNDM config with
-# no `timestep_spacing` key, so each sampler built from it keeps its own diffusers default.
-SD15_CONFIG = {
-    "_class_name": "PNDMScheduler",
-    "_diffusers_version": "0.6.0",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-    "clip_sample": False,
-}
+# SD 1.5's scheduler config as on the hub: no `timestep_spacing` key, so each sampler built
+# from it keeps its own diffusers default (tools/sd15.py).
+SD15_CONFIG = sd15.SCHEDULER_CONFIG
 
 # Config variants: name -> dict. "empty" is `{}`: every key takes each class's own default.
 VARIANTS = {

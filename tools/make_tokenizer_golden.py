@@ -28,7 +28,7 @@ Per prompt the file stores:
 Prompts are generated deterministically (random.Random(SEED)) from word lists, plus
 hand-written edge cases.
 
-Run: /work/refenv/bin/python tools/make_tokenizer_golden.py
+Run: ref/bin/python tools/make_tokenizer_golden.py
 """
 
 import importlib.metadata

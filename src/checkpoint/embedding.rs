@@ -1,6 +1,6 @@
 //! Textual-inversion files -> [`Embedding`].
 //!
-//! Layouts (SD_NOTES section 5), recognised by content, not by extension:
+//! Layouts (docs/formats.md), recognised by content, not by extension:
 //! - sd-concepts-library `learned_embeds.bin` (torch zip) and diffusers'
 //!   `learned_embeds.safetensors`: `{"<token>": [768] or [n, 768]}`, trigger = the key;
 //! - A1111 / LDM `.pt`: `{"string_to_param": {"*": [n, 768]}, ..}` (a dict or

@@ -1,6 +1,6 @@
 //! Which model a checkpoint holds, from its keys and shapes (single files) or
 //! its configs (diffusers folders). Only SD 1.x runs; everything else is
-//! named and refused, never guessed (SD_NOTES section 1).
+//! named and refused, never guessed (docs/formats.md, "Family detection").
 
 use std::fmt;
 

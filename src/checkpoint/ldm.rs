@@ -1,5 +1,5 @@
 //! The one place that maps original (LDM / CompVis) single-file names to the
-//! diffusers names our models ask for (SD_NOTES section 1). Names here have
+//! diffusers names our models ask for (docs/formats.md). Names here have
 //! their file prefix already removed (`model.diffusion_model.`,
 //! `first_stage_model.`, `cond_stage_model.transformer.`).
 //!

@@ -4,7 +4,7 @@
 //! (`{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {..}}`),
 //! then the tensor data, offsets relative to its start. Everything a corrupted,
 //! truncated or hostile file can get wrong is checked here once (see
-//! `../shared/SD_NOTES.md` section 6), so reads never go out of bounds.
+//! docs/formats.md, "safetensors: what is checked"), so reads never go out of bounds.
 //!
 //! Float tensors (f32, f16, bf16) are the weights: `names()` lists only them.
 //! Other dtypes (the i64 `position_ids` of text encoders, bools...) are valid

@@ -3,7 +3,7 @@
 //!
 //! - Precision: the UNet and text encoder in f16 on a GPU and f32 on the CPU
 //!   unless [`LoadOptions::dtype`] says otherwise; the VAE always in f32 (the
-//!   SD VAE overflows f16, SD_NOTES section 2).
+//!   SD VAE overflows f16, docs/engine.md "Precision").
 //! - Tokenizer: the checkpoint's `tokenizer/` folder when it has one, else the
 //!   CLIP vocabulary built into the binary (the same files).
 //! - Scheduler: the checkpoint's `scheduler_config.json` (SD 1.x defaults

@@ -114,8 +114,8 @@ HELD_OUT = _held_out_triples()
 
 # A colour kept out of every training image the UNet sees, for a textual-inversion colour: teal,
 # 180 or more from every palette colour. `free_colour` never draws a colour the evaluator would
-# name teal (one nearer to it than to every palette colour). Inversion could not teach it (README,
-# "Why not a new colour"); train_ti.py's concept is a held-out object instead. Kept, so that
+# name teal (one nearer to it than to every palette colour). Inversion could not teach it
+# (docs/demo-model.md, "What next"); train_ti.py's concept is a held-out object instead. Kept, so that
 # train.py still reproduces the shipped model.
 UNSEEN_RGB = (0, 128, 128)
 TRAIN_TRIPLES = tuple(
@@ -331,7 +331,7 @@ if __name__ == "__main__":
     from PIL import Image
 
     ap = argparse.ArgumentParser(description="Render a few example scenes with captions.")
-    ap.add_argument("--out", default="/work/demo-runs/data-examples")
+    ap.add_argument("--out", default="runs/demo/data-examples")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -325,7 +325,7 @@ def main():
     g.add_argument("--cfg", type=float, nargs="+", default=[7.5, 1.0])
     g.add_argument("--batch", type=int, default=16)
     g.add_argument("--threads", type=int, default=1)
-    g.add_argument("--samples", default="/work/demo-runs/eval")
+    g.add_argument("--samples", default="runs/demo/eval")
     g.add_argument("--results", default=str(HERE / "results.md"))
     g.add_argument("--verbose", action="store_true")
     g = sub.add_parser("reconstruct")

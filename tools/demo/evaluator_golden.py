@@ -1,5 +1,5 @@
 """Golden answers of the demo evaluator (`measure` in tools/demo/evaluate.py) for its Rust port
-(src/demo/evaluate.rs), checked answer for answer by tests/demo_evaluator.rs.
+(tests/support/demo/evaluate.rs), checked answer for answer by tests/demo_evaluator.rs.
 
 Images, in PNG strips under tests/fixtures/demo/evaluator/ (one strip per group and side, images
 stacked top to bottom; PNG keeps the uint8 pixels exactly):
@@ -17,7 +17,7 @@ cases.json lists each image (strip, index, side, palette) with measure()'s answe
 versions. The script first checks that eval_spec.json holds evaluate.SPEC's numbers: the Rust
 port reads them from there.
 
-  /work/refenv/bin/python tools/demo/evaluator_golden.py --model /work/demo-runs/main/model-001000
+  ref/bin/python tools/demo/evaluator_golden.py --model runs/demo/main/model-001000
 """
 
 import argparse

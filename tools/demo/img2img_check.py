@@ -30,7 +30,7 @@ def main():
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--cfg", type=float, default=2.0, help="guidance scale (eval_spec.json's)")
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--run", default="/work/demo-runs/img2img")
+    ap.add_argument("--run", default="runs/demo/img2img")
     ap.add_argument("--results", default="")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

@@ -13,6 +13,12 @@ SD 1.5's diffusers folder reads this one the same way.
   13000, 25 steps). The noise schedule, the part that must match training, is SD's.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import sd15  # noqa: E402
+
 IMAGE_SIDE = 64  # pixels; the latent is IMAGE_SIDE / 8 = 8 per side
 TEXT_WIDTH = 64
 
@@ -60,19 +66,7 @@ UNET_CONFIG = dict(
 )
 
 # SD 1.5's scheduler/scheduler_config.json, key for key, but DDIM (see the module docstring).
-SCHEDULER_CONFIG = {
-    "_class_name": "DDIMScheduler",
-    "_diffusers_version": "0.6.0",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "num_train_timesteps": 1000,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-    "clip_sample": False,
-}
+SCHEDULER_CONFIG = {**sd15.SCHEDULER_CONFIG, "_class_name": "DDIMScheduler"}
 
 
 def make_vae(scaling_factor=1.0):

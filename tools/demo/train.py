@@ -33,7 +33,7 @@ Stages (each resumable from its last checkpoint in the run folder; `all` runs wh
 Everything is seeded: the data of step k is drawn from a generator seeded with (seed, k), so a
 resumed run sees the same batches as an uninterrupted one.
 
-  nice -n 10 python tools/demo/train.py all --run /work/demo-runs/v2 --out assets/demo-model
+  nice -n 10 python tools/demo/train.py all --run runs/demo/v2 --out assets/demo-model
 """
 
 import argparse
@@ -678,7 +678,7 @@ def sample_grid(folder, path, seed, steps=20):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stage", choices=("vae", "linear", "latents", "decoder", "sharpen", "colours", "text", "unet", "export", "all"))
-    ap.add_argument("--run", default="/work/demo-runs/main", help="checkpoints, logs, samples")
+    ap.add_argument("--run", default="runs/demo/main", help="checkpoints, logs, samples")
     ap.add_argument("--out", default="assets/demo-model", help="diffusers folder written by export")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

@@ -6,7 +6,7 @@ attributes (shape colour, shape, background), while the prompt's own size and po
 still steer the object. The result is saved in sd-concepts-library format
 (`learned_embeds.bin` = `torch.save({"<hazard>": tensor[width]})`).
 
-Why not a new colour (the teal of the README's "Why not a new colour"): an embedding
+Why not a new colour (teal, docs/demo-model.md "What next"): an embedding
 can only find what the frozen UNet can draw. A colour no training image shows, it cannot, and
 one shown unnamed it draws at random, with no text to steer it.
 
@@ -189,7 +189,7 @@ def main():
     ap.add_argument("--model", default="assets/demo-model")
     ap.add_argument("--out", default="assets/hazard-concept")
     ap.add_argument("--concept", default="assets/hazard-concept")
-    ap.add_argument("--run", default="/work/demo-runs/ti")
+    ap.add_argument("--run", default="runs/demo/ti")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init-word", default="triangle")

@@ -3,7 +3,7 @@
 //! `torch.load` runs arbitrary code found in a pickle; this reader only builds
 //! data. Globals are resolved against a whitelist (`globals.rs`), storages come
 //! from persistent ids, and the result is an arena of [`Node`]s that the torch
-//! reader (`../torch.rs`) walks to find tensors.
+//! reader (`src/checkpoint/torch.rs`) walks to find tensors.
 
 mod globals;
 mod value;

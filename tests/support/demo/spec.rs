@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::{Error, Result};
+use sd_wgpu::{Error, Result};
 
 /// The five attributes a scene has and the evaluator measures, in the order
 /// of `data.ATTRIBUTES`.
@@ -55,8 +55,6 @@ pub struct Spec {
 pub struct GenerationSpec {
     pub steps: usize,
     pub guidance_scale: f32,
-    /// In words (the model's scheduler config names the sampler).
-    pub scheduler: String,
 }
 
 /// A held-out caption, its generation seed and what the image should show.

@@ -243,7 +243,6 @@ fn largest_component(mask: &[bool], side: usize) -> Vec<usize> {
 pub struct Accuracy {
     /// In [`ATTRIBUTES`] order, then `"all"`.
     pub rows: Vec<(&'static str, f64)>,
-    pub n: usize,
 }
 
 impl Accuracy {
@@ -260,7 +259,7 @@ impl Accuracy {
             })
             .collect();
         rows.push(("all", share(results.iter().filter(|(t, m)| m.matches(t)).count())));
-        Accuracy { rows, n }
+        Accuracy { rows }
     }
 
     pub fn get(&self, attribute: &str) -> f64 {
