@@ -1,5 +1,6 @@
 //! The `sd-wgpu` command line. Each subcommand lives in `src/cli/<name>.rs`
-//! and drives the library API; errors print as one line and exit non-zero.
+//! and drives the library API; errors print as one line and exit 1 (2 for
+//! clap's usage errors), a generation stopped by Ctrl-C exits 130.
 
 mod cli;
 
@@ -46,6 +47,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<cli::interrupt::Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(cli::interrupt::EXIT_STATUS)
+        }
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE

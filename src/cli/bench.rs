@@ -10,6 +10,7 @@
 
 use std::time::Instant;
 
+use super::stdout::Stdout;
 use anyhow::{bail, Context};
 use sd_wgpu::models::config::{ClipConfig, UNetConfig, VaeConfig};
 use sd_wgpu::models::{default_dtype, flops, memory_summary, ClipTextModel, Component, Tiling, UNet, Vae};
@@ -112,7 +113,7 @@ impl Timing {
         Ok(Timing { secs })
     }
 
-    fn report(&self, what: &str, macs: f64, device: &Device) {
+    fn report(&self, what: &str, macs: f64, device: &Device, out: &mut Stdout) {
         let mean = self.secs.iter().sum::<f64>() / self.secs.len() as f64;
         let best = self.secs.iter().cloned().fold(f64::INFINITY, f64::min);
         let rate = 2.0 * macs / best;
@@ -121,13 +122,13 @@ impl Timing {
         } else {
             format!("{:.1} GFLOP/s", rate / 1e9)
         };
-        println!(
+        out.line(format_args!(
             "{what}: {mean:.3} s mean, {best:.3} s best of {}; {:.3} TMAC -> {rate} (best)",
             self.secs.len(),
             macs / 1e12,
-        );
+        ));
         if let Some(m) = memory_summary(device) {
-            println!("  memory: {m}");
+            out.line(format_args!("  memory: {m}"));
         }
     }
 }
@@ -165,11 +166,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bail!("--components: expected unet, clip or vae, found {c:?}");
         }
     }
-    println!("device: {}", choice.describe());
-    println!(
+    let mut out = Stdout::new();
+    out.line(format_args!("device: {}", choice.describe()));
+    out.line(format_args!(
         "SD 1.5 architecture, random weights (seed {}); {iters} timed, {warmup} warm-up passes",
         args.seed
-    );
+    ));
     let wants = |c: &str| args.components.iter().any(|x| x == c);
 
     if wants("unet") {
@@ -196,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         })?;
         let what = format!("UNet {dtype} batch {b} latent {h}x{w}, 77 tokens");
-        t.report(&what, flops::unet_macs(&cfg, b, h, w, 77), &device);
+        t.report(&what, flops::unet_macs(&cfg, b, h, w, 77), &device, &mut out);
     }
     if wants("clip") {
         let cfg = ClipConfig::default();
@@ -215,6 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &format!("text encoder {dtype}, 77 tokens"),
             flops::clip_macs(&cfg, 77),
             &device,
+            &mut out,
         );
     }
     if wants("vae") {
@@ -229,9 +232,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         })?;
         let what = format!("VAE decode {vae_dtype} {}x{} px", 8 * h, 8 * w);
-        t.report(&what, flops::vae_decode_macs(&cfg, 1, h, w), &device);
+        t.report(&what, flops::vae_decode_macs(&cfg, 1, h, w), &device, &mut out);
     }
-    Ok(())
+    out.finish()
 }
 
 fn reset_peak(device: &Device) {

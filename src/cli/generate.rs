@@ -1,29 +1,47 @@
 //! `sd-wgpu txt2img` and `sd-wgpu img2img`: flags, checks, and the run.
 //!
 //! Order of work, so that mistakes cost nothing: every flag is checked, the
-//! output files are planned (the no-overwrite rule) and the inputs
-//! (embeddings, img2img image) are read before the model is loaded; the
-//! images are written only once all of them are generated.
+//! prompts read, the output files planned (the folder takes files, the
+//! no-overwrite rule) and the inputs (embeddings, img2img image) read before
+//! the model is loaded. The model is loaded once for all prompts; each image
+//! is written as soon as it is decoded, so Ctrl-C or a crash loses at most
+//! the image in progress.
+//!
+//! `--prompt-file`: each prompt is a request of `--batch` images, and seeds
+//! go on across them as in one long batch (A1111's batch count): image `n`
+//! of the run, counting over all prompts, has seed `--seed + n`, so any
+//! image is reproduced by its own prompt and the seed in its metadata.
+//! `--output NAME.png` then names the images `NAME-<n>.png` (unless the run
+//! has a single image), which never collide across prompts.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::anyhow;
 use sd_wgpu::models::{memory_summary, Tiling};
 use sd_wgpu::pipeline::image_io::default_size;
-use sd_wgpu::pipeline::output::{encode_png, plan_outputs, write_atomic};
-use sd_wgpu::pipeline::{LoadOptions, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings};
+use sd_wgpu::pipeline::output::{encode_png, Naming, Outputs};
+use sd_wgpu::pipeline::{
+    Generated, LoadOptions, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings,
+};
 use sd_wgpu::schedulers::SamplerKind;
+use sd_wgpu::Error;
 
 use super::flags::{self, must_exist, DeviceArgs, Seed};
+use super::interrupt::{self, Interrupted};
 use super::progress_bar::Bar;
+use super::stdout::Stdout;
 
 /// The flags txt2img and img2img share.
 #[derive(clap::Args)]
 pub struct CommonArgs {
-    /// What to draw. A1111 syntax: (word:1.2), [word], BREAK; any length.
-    #[arg(long, value_name = "TEXT")]
-    pub prompt: String,
+    /// What to draw (or --prompt-file). A1111 syntax: (word:1.2), [word], BREAK; any length.
+    #[arg(long, value_name = "TEXT", required_unless_present = "prompt_file")]
+    pub prompt: Option<String>,
+    /// One prompt per line, each generating --batch images with seeds going on across
+    /// them (blank lines and lines starting with # are skipped; - reads stdin).
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt")]
+    pub prompt_file: Option<PathBuf>,
     /// What to avoid (default: none, the encoding of the empty text).
     #[arg(long, value_name = "TEXT", default_value = "", hide_default_value = true)]
     pub negative_prompt: String,
@@ -67,9 +85,14 @@ pub struct CommonArgs {
     /// VAE tiling: auto (above 768x768 pixels), on or off. The VAE always runs in f32.
     #[arg(long, value_name = "auto|on|off", default_value = "auto", value_parser = flags::tiling)]
     pub vae_tiling: Tiling,
-    /// Output PNG (default sd-wgpu-<seed>.png); with --batch, NAME-0.png, NAME-1.png, ...
+    /// Output PNG (default sd-wgpu-<seed>.png); with several images (--batch, --prompt-file)
+    /// NAME-0.png, NAME-1.png, ... counted over the whole run.
     #[arg(long, value_name = "FILE.png")]
     pub output: Option<PathBuf>,
+    /// Write the images to DIR as A1111 does: 00001-<seed>.png, numbered on from the
+    /// highest NNNNN-*.png there (never replacing a file).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["output", "overwrite"])]
+    pub output_dir: Option<PathBuf>,
     /// Replace existing output files (otherwise the run stops before generating).
     #[arg(long)]
     pub overwrite: bool,
@@ -120,7 +143,7 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
         Some(Seed::Random) | None => (random_seed_u32(), true),
     };
     let mut req = Request {
-        prompt: args.prompt.clone(),
+        prompt: args.prompt.clone().unwrap_or_default(),
         negative_prompt: args.negative_prompt.clone(),
         steps: args.steps,
         cfg_scale: args.cfg_scale,
@@ -152,8 +175,18 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
     }
 
     // 2. Outputs and inputs.
-    let seeds: Vec<u64> = (0..req.batch).map(|i| req.seed_of(i)).collect();
-    let outputs = plan_outputs(args.output.as_deref(), &seeds, args.overwrite)?;
+    let prompts = match &args.prompt_file {
+        Some(path) => read_prompts(path)?,
+        None => vec![req.prompt.clone()],
+    };
+    let total = prompts.len() * req.batch;
+    let seeds: Vec<u64> = (0..total).map(|n| req.seed_of(n)).collect();
+    let naming = match (&args.output, &args.output_dir) {
+        (Some(file), _) => Naming::File(file.clone()),
+        (None, Some(dir)) => Naming::Numbered(dir.clone()),
+        (None, None) => Naming::Seed,
+    };
+    let mut outputs = Outputs::plan(naming, &seeds, args.overwrite)?;
     for path in &args.embeddings {
         req.embeddings.push(TextualInversion::load(path)?);
     }
@@ -165,7 +198,9 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
         say(format!("seed {} (random; pass --seed to repeat)", req.seed));
     }
 
-    // 3. Device and model.
+    // 3. Device and model. Ctrl-C from here on stops at the next step
+    // boundary (right after loading when pressed during it).
+    let stop = interrupt::install()?;
     let choice = backend.choose()?;
     say(format!("device: {}", choice.describe()));
     let device = choice.device;
@@ -202,33 +237,93 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
         say(format!("warning: {w}"));
     }
 
-    // 4. Generation.
-    let mut bar = Bar::new(args.quiet);
-    let generation = match &image {
-        Some(img) => pipe.img2img(&req, img, &mut bar),
-        None => pipe.txt2img(&req, &mut bar),
-    };
+    // 4. Generation: each image written as soon as it is decoded.
+    let mut bar = Bar::new(args.quiet, total, stop);
+    let mut stdout = Stdout::new();
+    let mut timings = Timings::default();
+    let mut written = 0;
+    let mut write_time = Duration::ZERO;
+    let base_seed = req.seed;
+    for prompt in prompts {
+        req.prompt = prompt;
+        req.seed = base_seed.wrapping_add(written as u64);
+        bar.request_starts_at(written);
+        let mut on_image = |out: Generated| -> sd_wgpu::Result<()> {
+            let t = Instant::now();
+            let png = encode_png(&out.image, &out.info.to_a1111())?;
+            let path = outputs.write(written, out.info.seed, &png)?;
+            stdout.line(path.display());
+            written += 1;
+            write_time += t.elapsed();
+            Ok(())
+        };
+        let report = match &image {
+            Some(img) => pipe.img2img_each(&req, img, &mut bar, &mut on_image),
+            None => pipe.txt2img_each(&req, &mut bar, &mut on_image),
+        };
+        match report {
+            Ok(r) => add_timings(&mut timings, r.timings),
+            Err(Error::Cancelled) => {
+                bar.finish();
+                return Err(Interrupted { written, total }.into());
+            }
+            Err(e) => {
+                bar.finish();
+                return Err(e.into());
+            }
+        }
+    }
     bar.finish();
-    let generation = generation?;
-    for w in &generation.warnings {
-        say(format!("warning: {w}"));
-    }
-
-    // 5. Files.
-    let t = Instant::now();
-    for (out, path) in generation.images.iter().zip(&outputs) {
-        let png = encode_png(&out.image, &out.info.to_a1111())?;
-        write_atomic(path, &png, args.overwrite).with_context(|| format!("writing {}", path.display()))?;
-        println!("{}", path.display());
-    }
-    let write_secs = t.elapsed().as_secs_f64();
+    stdout
+        .finish()
+        .map_err(|e| anyhow!("{e} (all {total} images were written)"))?;
     if args.verbose {
-        print_timings(load_secs, &generation.timings, write_secs);
+        print_timings(load_secs, &timings, write_time.as_secs_f64());
         if let Some(mem) = memory_summary(&device) {
             eprintln!("GPU memory: {mem}");
         }
     }
     Ok(())
+}
+
+/// The prompts of `--prompt-file` (`-`: stdin), each checked as `--prompt` is.
+fn read_prompts(path: &Path) -> anyhow::Result<Vec<String>> {
+    let name = path.display();
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| anyhow!("invalid argument --prompt-file: cannot read {name}: {e}"))?;
+    let mut prompts = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let prompt = line.trim();
+        if prompt.is_empty() || prompt.starts_with('#') {
+            continue;
+        }
+        Request::new(prompt).check().map_err(|e| match e {
+            Error::InvalidArgument { msg, .. } => {
+                anyhow!("invalid argument --prompt-file: {name} line {}: {msg}", n + 1)
+            }
+            e => e.into(),
+        })?;
+        prompts.push(prompt.to_string());
+    }
+    if prompts.is_empty() {
+        return Err(anyhow!(
+            "invalid argument --prompt-file: {name} has no prompt (blank lines and lines \
+             starting with # are skipped)"
+        ));
+    }
+    Ok(prompts)
+}
+
+/// `more`'s times added to `all`'s (a --prompt-file run's requests).
+fn add_timings(all: &mut Timings, more: Timings) {
+    all.text_encode += more.text_encode;
+    all.image_encode += more.image_encode;
+    all.steps.extend(more.steps);
+    all.decode += more.decode;
 }
 
 /// Where the model comes from: `--model`, else the built-in demo model.

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use super::stdout::Stdout;
 use sd_wgpu::checkpoint::{open_with, Component, OpenOptions};
 use sd_wgpu::pipeline::check;
 use sd_wgpu::pipeline::embedded::{default_cache_dir, demo_model_dir};
@@ -35,13 +36,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let ck = open_with(&path, &opts)?;
     let checked = check(&ck);
-    println!("model:   {}", ck.path.display());
-    println!("layout:  {}", ck.layout);
-    println!("family:  {} ({})", ck.detection.family, ck.detection.evidence);
+    let mut out = Stdout::new();
+    out.line(format_args!("model:   {}", ck.path.display()));
+    out.line(format_args!("layout:  {}", ck.layout));
+    out.line(format_args!(
+        "family:  {} ({})",
+        ck.detection.family, ck.detection.evidence
+    ));
     let u = &ck.unet.config;
     component(
         "unet",
         &ck.unet,
+        &mut out,
         format!(
             "{} -> {} channels, blocks {:?}, {} layers per block, {} heads, cross-attention {}",
             u.in_channels,
@@ -56,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     component(
         "vae",
         &ck.vae,
+        &mut out,
         format!(
             "blocks {:?}, {} latent channels, scaling factor {}",
             v.block_out_channels, v.latent_channels, v.scaling_factor
@@ -65,48 +72,49 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     component(
         "text encoder",
         &ck.text_encoder,
+        &mut out,
         format!(
             "{} layers, width {}, {} heads, {}",
             c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.hidden_act
         ),
     );
     match &ck.tokenizer_dir {
-        Some(d) => println!("tokenizer: {}", d.display()),
-        None => println!("tokenizer: built-in CLIP vocabulary"),
+        Some(d) => out.line(format_args!("tokenizer: {}", d.display())),
+        None => out.line("tokenizer: built-in CLIP vocabulary"),
     }
     match &ck.scheduler_config {
-        Some(s) => println!(
+        Some(s) => out.line(format_args!(
             "scheduler: {} (scheduler_config.json)",
             s.get("_class_name").and_then(|c| c.as_str()).unwrap_or("unnamed")
-        ),
-        None => println!("scheduler: none in the checkpoint (SD 1.x defaults)"),
+        )),
+        None => out.line("scheduler: none in the checkpoint (SD 1.x defaults)"),
     }
     let found = checked.as_ref().map_or(&[][..], |c| &c.warnings[..]);
     let warnings: Vec<&String> = ck.warnings.iter().chain(found).collect();
     if !warnings.is_empty() {
-        println!("warnings:");
+        out.line("warnings:");
         for w in warnings {
-            println!("  - {w}");
+            out.line(format_args!("  - {w}"));
         }
     }
     let checked = checked?;
-    println!(
+    out.line(format_args!(
         "check:   every weight matches the configs; default sampler {}",
         checked.default_sampler
-    );
-    Ok(())
+    ));
+    out.finish()
 }
 
-fn component<C>(name: &str, c: &Component<C>, config: String) {
+fn component<C>(name: &str, c: &Component<C>, out: &mut Stdout, config: String) {
     let counts = c.dtype_counts();
     let dtypes: Vec<String> = counts.iter().map(|(d, n)| format!("{d} {n}")).collect();
-    println!(
+    out.line(format_args!(
         "{name}: {:.2} M parameters ({})",
         c.param_count() as f64 / 1e6,
         dtypes.join(", ")
-    );
-    println!("  config: {config}");
+    ));
+    out.line(format_args!("  config: {config}"));
     for f in &c.files {
-        println!("  file:   {}", f.display());
+        out.line(format_args!("  file:   {}", f.display()));
     }
 }

@@ -5,6 +5,8 @@ pub mod bench;
 pub mod flags;
 pub mod generate;
 pub mod info;
+pub mod interrupt;
 pub mod progress_bar;
 pub mod samplers;
+pub mod stdout;
 pub mod tokenize;

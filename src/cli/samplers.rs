@@ -2,16 +2,15 @@
 //! then sd.cpp's, ComfyUI's and older spellings) and what it does.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use sd_wgpu::schedulers::SamplerKind;
 
+use super::stdout::Stdout;
+
 pub fn run() -> anyhow::Result<()> {
-    match std::io::stdout().lock().write_all(render().as_bytes()) {
-        // A reader that stopped early (`| head`) is not an error.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
+    let mut out = Stdout::new();
+    out.print(&render());
+    out.finish()
 }
 
 fn render() -> String {

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 
 use sd_wgpu::checkpoint::Embedding;
 use sd_wgpu::text::triggers::explain_unused;
+
+use super::stdout::Stdout;
 use sd_wgpu::text::{chunk_prompt, Chunk, ClipTokenizer, PromptChunks, Triggers, EOS};
 
 #[derive(clap::Args)]
@@ -40,17 +42,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let width = embeddings.first().map_or(0, |e| e.width);
     let triggers = Triggers::new(&tokenizer, &embeddings, width)?;
     let chunks = chunk_prompt(&tokenizer, &triggers, &args.prompt)?;
-    let mut out = render(&tokenizer, &chunks, args.verbose);
+    let mut text = render(&tokenizer, &chunks, args.verbose);
     render_embeddings(
-        &mut out,
+        &mut text,
         &tokenizer,
         &triggers,
         &embeddings,
         &chunks,
         &args.prompt,
     );
-    print!("{out}");
-    Ok(())
+    let mut out = Stdout::new();
+    out.print(&text);
+    out.finish()
 }
 
 /// Per embedding: its trigger's tokens, then where its vectors went or why nowhere.

@@ -10,11 +10,15 @@
 //! process never leaves a half-written model behind; and it is checked
 //! byte for byte against the embedded copy at every use (about 20 MB: a few
 //! milliseconds), so a damaged cache is rewritten instead of loaded.
+//! Temporary folders a killed process left behind (`.demo-model-*.partial`,
+//! `.stale`) are removed by the next use once they are
+//! [`STALE_AFTER`](super::atomic::STALE_AFTER) old.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::atomic::remove_stale;
 use super::request::hex_prefix;
 use crate::{Error, Result};
 
@@ -66,6 +70,7 @@ pub fn default_cache_dir() -> PathBuf {
 /// first if it is missing or differs from the embedded copy.
 pub fn demo_model_dir(cache_dir: &Path) -> Result<PathBuf> {
     let dir = cache_dir.join(format!("demo-model-{}", content_hash()));
+    remove_stale(cache_dir, is_our_temporary);
     if matches_embedded(&dir) {
         return Ok(dir);
     }
@@ -85,6 +90,19 @@ pub fn demo_model_dir(cache_dir: &Path) -> Result<PathBuf> {
     }
     written?;
     Ok(dir)
+}
+
+/// The temporary folders of [`demo_model_dir`] and [`replace_dir`]:
+/// `.demo-model-<pid>-<nanos>.partial` and `.stale`.
+fn is_our_temporary(name: &str) -> bool {
+    name.strip_prefix(".demo-model-")
+        .and_then(|r| r.strip_suffix(".partial").or_else(|| r.strip_suffix(".stale")))
+        .and_then(|r| r.split_once('-'))
+        .is_some_and(|(pid, nanos)| {
+            [pid, nanos]
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// Hex prefix of the SHA-256 over every file's path and bytes.
@@ -213,6 +231,40 @@ mod tests {
             leftovers.is_empty(),
             "temporary folders left behind: {leftovers:?}"
         );
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn stale_temporary_folders_are_removed_and_nothing_else() {
+        use crate::pipeline::atomic::STALE_AFTER;
+        let cache = scratch("stale");
+        let old = std::time::SystemTime::now() - STALE_AFTER - std::time::Duration::from_secs(60);
+        let victim = cache.join("victim");
+        let names = [
+            (".demo-model-12-345.partial", old, true),
+            (".demo-model-12-346.stale", old, true),
+            (".demo-model-12-347.partial", std::time::SystemTime::now(), false), // being written
+            (".demo-model-x.partial", old, false),
+            ("demo-model-0123456789ab", old, false),
+        ];
+        for (name, mtime, _) in names {
+            std::fs::create_dir_all(cache.join(name).join("unet")).unwrap();
+            std::fs::File::open(cache.join(name))
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+        }
+        std::fs::create_dir_all(&victim).unwrap();
+        std::fs::write(victim.join("keep"), b"x").unwrap();
+        let link = cache.join(".demo-model-1-2.partial");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        crate::pipeline::atomic::tests::age_link(&link);
+        demo_model_dir(&cache).unwrap();
+        for (name, _, removed) in names {
+            assert_eq!(!cache.join(name).exists(), removed, "{name}");
+        }
+        assert!(victim.join("keep").exists(), "a link is never followed");
+        assert!(std::fs::symlink_metadata(&link).is_ok(), "nor removed");
         std::fs::remove_dir_all(&cache).unwrap();
     }
 

@@ -19,7 +19,8 @@
 //!    (ancestral samplers draw their noise from the image's generator).
 //!    Latents that become NaN or infinite stop the run with the step named.
 //! 3. The VAE decodes the latents in f32; non-finite pixels are an error,
-//!    never an image.
+//!    never an image. The image is handed over at once (`*_each`) or kept
+//!    for the returned [`Generation`].
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,10 @@ use crate::models::Posterior;
 use crate::rng::BatchRng;
 use crate::schedulers::{Img2ImgStart, SamplerKind};
 use crate::{DType, Error, Result, Tensor};
+
+/// Requested pixels over the model's native pixels above which a warning says
+/// the composition will suffer.
+const MAX_NATIVE_RATIO: f64 = 2.0;
 
 /// One generated image and the parameters that reproduce it.
 pub struct Generated {
@@ -59,6 +64,16 @@ pub struct Generation {
     pub warnings: Vec<String>,
 }
 
+/// What a generation that handed its images over one by one returns.
+pub struct Report {
+    pub timings: Timings,
+    /// As [`Generation::warnings`]; each was also given to [`Progress::warning`].
+    pub warnings: Vec<String>,
+}
+
+/// Receives each image as soon as it is decoded; an error stops the generation.
+pub type OnImage<'a> = dyn FnMut(Generated) -> Result<()> + 'a;
+
 /// One request's inputs, prepared once for all its images.
 struct Job<'a> {
     req: &'a Request,
@@ -80,8 +95,20 @@ struct Plan {
 impl Pipeline {
     /// Generates `req.batch` images from the prompt.
     pub fn txt2img(&self, req: &Request, progress: &mut dyn Progress) -> Result<Generation> {
+        collect(|on_image| self.txt2img_each(req, progress, on_image))
+    }
+
+    /// [`Pipeline::txt2img`], handing each image to `on_image` as soon as it
+    /// is decoded and keeping none: memory stays flat for any batch, and
+    /// the images handed over before a cancel or an error are the caller's.
+    pub fn txt2img_each(
+        &self,
+        req: &Request,
+        progress: &mut dyn Progress,
+        on_image: &mut OnImage,
+    ) -> Result<Report> {
         let plan = self.plan(req, self.default_size(), "the model's native size", false)?;
-        self.generate(req, &plan, None, progress)
+        self.generate(req, &plan, None, progress, on_image)
     }
 
     /// Transforms `image`: resized to `req.width` x `req.height` when given
@@ -92,11 +119,22 @@ impl Pipeline {
         image: &RgbImage,
         progress: &mut dyn Progress,
     ) -> Result<Generation> {
+        collect(|on_image| self.img2img_each(req, image, progress, on_image))
+    }
+
+    /// [`Pipeline::img2img`], handing each image over as [`Pipeline::txt2img_each`] does.
+    pub fn img2img_each(
+        &self,
+        req: &Request,
+        image: &RgbImage,
+        progress: &mut dyn Progress,
+        on_image: &mut OnImage,
+    ) -> Result<Report> {
         let size = default_size(image.width, image.height, self.vae_scale());
         let from = format!("the input image ({}x{} px)", image.width, image.height);
         let plan = self.plan(req, size, &from, true)?;
         let image = image.resized(plan.width, plan.height);
-        self.generate(req, &plan, Some(&image), progress)
+        self.generate(req, &plan, Some(&image), progress, on_image)
     }
 
     /// Every check that needs the model, before any work. The image size is `req`'s, else
@@ -153,18 +191,15 @@ impl Pipeline {
         plan: &Plan,
         image: Option<&RgbImage>,
         progress: &mut dyn Progress,
-    ) -> Result<Generation> {
+        on_image: &mut OnImage,
+    ) -> Result<Report> {
         let mut timings = Timings::default();
-        let mut warnings = Vec::new();
-        if let Some((strength, _)) = plan.start.filter(|(_, s)| s.raised_to_one) {
-            warnings.push(format!(
-                "--strength {strength} keeps no step of {} (int({} x {strength}) = 0): running 1 step \
-                 (diffusers would run no model call)",
-                req.steps, req.steps
-            ));
+        let mut warnings = self.warnings_for(req, plan);
+        warnings.extend(self.unused_embedding_warnings(req)?);
+        for w in &warnings {
+            progress.warning(w);
         }
 
-        warnings.extend(self.unused_embedding_warnings(req)?);
         check_cancel(progress)?;
         progress.stage(Stage::EncodingPrompt);
         let t = Instant::now();
@@ -193,7 +228,6 @@ impl Pipeline {
             posterior,
         };
         let model_hash = self.model_hash();
-        let mut images = Vec::with_capacity(req.batch);
         for i in 0..req.batch {
             check_cancel(progress)?;
             progress.stage(Stage::Sampling { image: i });
@@ -208,16 +242,36 @@ impl Pipeline {
                 e => e,
             })?;
             timings.decode += t.elapsed();
-            images.push(Generated {
+            on_image(Generated {
                 image,
                 info: self.info(req, plan, i, model_hash.clone()),
-            });
+            })?;
         }
-        Ok(Generation {
-            images,
-            timings,
-            warnings,
-        })
+        Ok(Report { timings, warnings })
+    }
+
+    /// What the user should know about a request before it runs.
+    fn warnings_for(&self, req: &Request, plan: &Plan) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some((strength, _)) = plan.start.filter(|(_, s)| s.raised_to_one) {
+            warnings.push(format!(
+                "--strength {strength} keeps no step of {} (int({} x {strength}) = 0): running 1 step \
+                 (diffusers would run no model call)",
+                req.steps, req.steps
+            ));
+        }
+        // SD 1.x learned its compositions at its native size; far above it the
+        // subject repeats (two heads, a crowd of the same figure).
+        let (nw, nh) = self.default_size();
+        let ratio = (plan.width * plan.height) as f64 / (nw * nh) as f64;
+        if ratio > MAX_NATIVE_RATIO {
+            warnings.push(format!(
+                "{}x{} is {ratio:.1}x the pixels of the model's native {nw}x{nh}: expect duplicated \
+                 subjects; generate near {nw}x{nh} and upscale (e.g. img2img on a resized image)",
+                plan.width, plan.height
+            ));
+        }
+        warnings
     }
 
     /// The denoised latents `[1, Z, h, w]` of image `i`.
@@ -346,6 +400,20 @@ impl Pipeline {
             embeddings: self.used_embedding_hashes(req),
         }
     }
+}
+
+/// Runs a generation that hands images over, keeping them all.
+fn collect(run: impl FnOnce(&mut OnImage) -> Result<Report>) -> Result<Generation> {
+    let mut images = Vec::new();
+    let report = run(&mut |g| {
+        images.push(g);
+        Ok(())
+    })?;
+    Ok(Generation {
+        images,
+        timings: report.timings,
+        warnings: report.warnings,
+    })
 }
 
 fn check_cancel(progress: &dyn Progress) -> Result<()> {

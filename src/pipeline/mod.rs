@@ -18,8 +18,10 @@
 //! built-in demo model), `request` (what a
 //! generation asks for), `conditioning` (prompts to text states),
 //! `generate` (the sampling loops), `progress` (callbacks, cancellation),
-//! `image_io`, `output`, `params` (images in and out, PNG metadata).
+//! `image_io`, `output`, `params` (images in and out, PNG metadata),
+//! `atomic` (writing files safely in a shared folder).
 
+mod atomic;
 mod check;
 mod conditioning;
 pub mod embedded;
@@ -33,7 +35,7 @@ mod request;
 
 pub use check::{check, Checked};
 pub use conditioning::{guided, Conditioning};
-pub use generate::{Generated, Generation, Timings};
+pub use generate::{Generated, Generation, OnImage, Report, Timings};
 pub use image_io::RgbImage;
 pub use load::{LoadOptions, ModelSource, Pipeline};
 pub use params::GenerationInfo;

@@ -1,9 +1,11 @@
 //! Progress reports and cancellation.
 //!
-//! The pipeline calls [`Progress::stage`] when a phase starts and
-//! [`Progress::step`] after every model call; returning [`Control::Stop`] ends
-//! the generation before the next call with `Error::Cancelled` (nothing is
-//! decoded or returned). A closure `FnMut(&Step) -> Control` is a `Progress`;
+//! The pipeline calls [`Progress::stage`] when a phase starts,
+//! [`Progress::step`] after every model call and [`Progress::warning`] as
+//! soon as it knows something the user should; returning [`Control::Stop`]
+//! ends the generation before the next call with `Error::Cancelled` (the
+//! image being sampled is dropped; images already handed over stay with
+//! the caller, see `Pipeline::txt2img_each`). A closure `FnMut(&Step) -> Control` is a `Progress`;
 //! so is an `Arc<AtomicBool>` (stop once it is set, e.g. from a Ctrl-C
 //! handler), and [`NoProgress`].
 
@@ -57,6 +59,10 @@ pub trait Progress {
 
     /// A model call finished; [`Control::Stop`] cancels the generation.
     fn step(&mut self, step: &Step) -> Control;
+
+    /// Something the user should know, as soon as it is known (before the
+    /// work it concerns); also collected in `Generation::warnings`.
+    fn warning(&mut self, _message: &str) {}
 
     /// Checked between phases too, so that a cancel request is seen while
     /// the prompt or an image is being encoded or decoded.
