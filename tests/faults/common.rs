@@ -2,7 +2,8 @@
 //! model and the CPU backend, in a scratch folder.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Quick generation flags: the demo model (no --model), the CPU, 2 steps.
 pub const QUICK: &[&str] = &["--backend", "cpu", "--steps", "2"];
@@ -93,4 +94,65 @@ pub fn make_old(path: &Path) {
         .unwrap()
         .success();
     assert!(ok, "touch -h {}", path.display());
+}
+
+/// A finished run of the binary and its peak resident memory.
+pub struct Measured {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Peak resident set of the child (`VmHWM`), MB.
+    pub peak_mb: u64,
+    pub elapsed: Duration,
+}
+
+impl Measured {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// The child's peak resident set so far (`VmHWM`), kB; `None` once it has exited.
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `cmd` and measures its peak memory.
+///
+/// `ru_maxrss` from `wait4` would not do: a child spawned with vfork or fork starts
+/// from the test process's memory high-water mark (the harness may hold hundreds of
+/// MB while building inputs), and Linux carries it across `exec`. The child's own
+/// `VmHWM` starts at its `exec`; it only grows, so polling it every millisecond
+/// misses at most the last millisecond before exit.
+pub fn measured(mut cmd: Command) -> Measured {
+    let t = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs the sd-wgpu binary");
+    // The pipes are drained by threads so a chatty child cannot block on them.
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let stdout = std::thread::spawn(move || std::io::read_to_string(&mut out).unwrap());
+    let stderr = std::thread::spawn(move || std::io::read_to_string(&mut err).unwrap());
+    let mut peak_kb = 0;
+    let status = loop {
+        if let Some(kb) = vm_hwm_kb(child.id()) {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(status) = child.try_wait().expect("waits for the child") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    Measured {
+        code: status.code(),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        peak_mb: peak_kb / 1024,
+        elapsed: t.elapsed(),
+    }
 }

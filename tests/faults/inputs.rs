@@ -6,8 +6,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{measured, Measured};
 
 /// Peak resident memory any refusal here may reach. The inputs are built so that
 /// reading them the old way costs far more (hundreds of MB to GBs).
@@ -28,67 +30,19 @@ fn fixture_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline/model")
 }
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    /// Peak resident set of the child (VmHWM), MB.
-    peak_mb: u64,
-    elapsed: Duration,
-}
-
-/// The child's peak resident set so far (`VmHWM`), kB; `None` once it has exited.
-fn vm_hwm_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Runs the sd-wgpu binary in `dir` and measures its peak memory.
-///
-/// `ru_maxrss` from `wait4` would not do: a child spawned with vfork or fork starts
-/// from the test process's memory high-water mark (this harness holds hundreds of MB
-/// while building the inputs), and Linux carries it across `exec`. The child's own
-/// `VmHWM` starts at its `exec`; it only grows, so polling it every millisecond
-/// misses at most the last millisecond before exit.
-fn sd(dir: &Path, args: &[&str]) -> Run {
-    let t = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
-        .current_dir(dir)
+/// Runs the sd-wgpu binary in `dir`, measuring its peak memory.
+fn sd(dir: &Path, args: &[&str]) -> Measured {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sd-wgpu"));
+    c.current_dir(dir)
         .env_remove("SD_WGPU_BACKEND")
         .env("SD_WGPU_CACHE", dir.join("cache"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs the sd-wgpu binary");
-    // The pipes are drained by threads so a chatty child cannot block on them.
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let stdout = std::thread::spawn(move || std::io::read_to_string(&mut out).unwrap());
-    let stderr = std::thread::spawn(move || std::io::read_to_string(&mut err).unwrap());
-    let mut peak_kb = 0;
-    let status = loop {
-        if let Some(kb) = vm_hwm_kb(child.id()) {
-            peak_kb = peak_kb.max(kb);
-        }
-        if let Some(status) = child.try_wait().expect("waits for the child") {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    Run {
-        ok: status.success(),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-        peak_mb: peak_kb / 1024,
-        elapsed: t.elapsed(),
-    }
+        .args(args);
+    measured(c)
 }
 
 /// A failed run with one `error:` line containing every needle, within the bounds.
-fn refused_cheaply(r: &Run, needles: &[&str]) -> String {
-    assert!(!r.ok, "expected a refusal; stdout: {}", r.stdout);
+fn refused_cheaply(r: &Measured, needles: &[&str]) -> String {
+    assert!(!r.ok(), "expected a refusal; stdout: {}", r.stdout);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{}", r.stderr);
@@ -317,7 +271,7 @@ fn tokenize_shows_whether_each_trigger_matched() {
         "other.safetensors",
     ];
     let r = sd(&d, &args);
-    assert!(r.ok, "{}", r.stderr);
+    assert!(r.ok(), "{}", r.stderr);
     let lines: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("embedding")).collect();
     assert_eq!(lines.len(), 2, "{}", r.stdout);
     assert!(
@@ -340,7 +294,7 @@ fn tokenize_shows_whether_each_trigger_matched() {
 }
 
 /// A 2-step txt2img on the CPU with seed 1 and `extra` flags.
-fn txt2img(dir: &Path, model: &Path, prompt: &str, extra: &[&str]) -> Run {
+fn txt2img(dir: &Path, model: &Path, prompt: &str, extra: &[&str]) -> Measured {
     let model = model.to_str().unwrap();
     let mut args = vec![
         "txt2img",
@@ -394,7 +348,7 @@ fn unused_embedding_is_warned_about_and_not_recorded() {
             "out.png",
         ],
     );
-    assert!(r.ok, "{}", r.stderr);
+    assert!(r.ok(), "{}", r.stderr);
     let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.contains("warning:")).collect();
     assert_eq!(warnings.len(), 1, "{}", r.stderr);
     assert!(
@@ -473,7 +427,7 @@ fn tokenizer_json_folder_tokenizes_like_the_builtin_tokenizer() {
     // the original folder (vocab.json + merges.txt).
     let run = |model: &Path, out: &str| {
         let r = txt2img(&d, model, "a red fox, (blue:1.2) sky", &["--output", out]);
-        assert!(r.ok, "{}", r.stderr);
+        assert!(r.ok(), "{}", r.stderr);
         std::fs::read(d.join(out)).unwrap()
     };
     assert_eq!(run(&model, "json.png"), run(&fixture_model(), "slow.png"));

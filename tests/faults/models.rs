@@ -1,18 +1,19 @@
 //! Crafted diffusers folders (issue 14): copies of the small fixture model with
 //! one `config.json` value changed. Each must be refused by `txt2img` with one
 //! error line naming the file and the key, with no panic and a small peak
-//! memory (the child's `ru_maxrss`), and `info` must refuse it with the same
+//! memory (the child's `VmHWM`), and `info` must refuse it with the same
 //! message. A scheduler class sd-wgpu lacks is a warning shown by default.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
+use crate::common::{measured, Measured};
+
 /// Peak resident memory allowed to a refused run (the fixture model itself is
 /// 6 MB; a placeholder sized by a crafted config was 160 GB).
-const MAX_RSS_BYTES: u64 = 500 << 20;
+const MAX_RSS_MB: u64 = 500;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline/model")
@@ -47,56 +48,18 @@ fn crafted(tag: &str, edits: &[(&str, &str, Value)]) -> PathBuf {
     dir
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    /// Peak resident set size of the child.
-    max_rss: u64,
-}
-
-/// Runs the binary in `dir` and waits for it with `wait4`, which gives the
-/// child's peak resident memory (so `Child::wait`, which clippy looks for,
-/// is not called: the child is reaped by `wait4`).
-#[allow(clippy::zombie_processes)]
-fn sd(dir: &Path, args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
-        .current_dir(dir)
+/// Runs the sd-wgpu binary in `dir`, measuring its peak memory.
+fn sd(dir: &Path, args: &[&str]) -> Measured {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sd-wgpu"));
+    c.current_dir(dir)
         .env("RUST_BACKTRACE", "1")
         .env_remove("SD_WGPU_BACKEND")
         .env("SD_WGPU_CACHE", dir.join("cache"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs the sd-wgpu binary");
-    // Drain both pipes on threads so a long message cannot block the child.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            pipe.read_to_string(&mut s).unwrap();
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let mut status = 0;
-    // SAFETY: rusage is plain data; `wait4` fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    Run {
-        code,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        // Linux reports kilobytes.
-        max_rss: usage.ru_maxrss as u64 * 1024,
-    }
+        .args(args);
+    measured(c)
 }
 
-fn txt2img(dir: &Path, extra: &[&str]) -> Run {
+fn txt2img(dir: &Path, extra: &[&str]) -> Measured {
     let mut args = vec![
         "txt2img",
         "--model",
@@ -116,7 +79,7 @@ fn txt2img(dir: &Path, extra: &[&str]) -> Run {
 
 /// Asserts a clean refusal (exit 1, one `error:` line, no panic, small peak
 /// memory) whose message holds every needle; returns the error line.
-fn refused(r: &Run, needles: &[&str]) -> String {
+fn refused(r: &Measured, needles: &[&str]) -> String {
     assert_eq!(r.code, Some(1), "exit code; stderr: {}", r.stderr);
     assert!(
         !r.stderr.contains("panicked") && !r.stderr.contains("memory allocation"),
@@ -124,9 +87,9 @@ fn refused(r: &Run, needles: &[&str]) -> String {
         r.stderr
     );
     assert!(
-        r.max_rss < MAX_RSS_BYTES,
+        r.peak_mb < MAX_RSS_MB,
         "peak RSS {} MB; stderr: {}",
-        r.max_rss >> 20,
+        r.peak_mb,
         r.stderr
     );
     let errors: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("error:")).collect();
