@@ -6,6 +6,7 @@
 //! reader (`src/checkpoint/torch.rs`) walks to find tensors.
 
 mod globals;
+mod input;
 mod value;
 mod vm;
 

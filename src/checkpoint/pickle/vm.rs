@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 
 use super::globals::{self, Global};
+use super::input::Input;
 use super::value::{Elem, Id, Node, Pickle, Storage};
 
 const MAX_STACK: usize = 1 << 20;
@@ -34,8 +35,7 @@ enum Key {
 }
 
 struct Vm<'a> {
-    data: &'a [u8],
-    pos: usize,
+    input: Input<'a>,
     p: Pickle,
     stack: Vec<Id>,
     marks: Vec<usize>,
@@ -49,8 +49,7 @@ struct Vm<'a> {
 /// Runs the pickle `data` and returns its object tree.
 pub fn parse(data: &[u8]) -> Result<Pickle, String> {
     let mut vm = Vm {
-        data,
-        pos: 0,
+        input: Input::new(data),
         p: Pickle::default(),
         stack: Vec::new(),
         marks: Vec::new(),
@@ -59,8 +58,8 @@ pub fn parse(data: &[u8]) -> Result<Pickle, String> {
         budget: COPY_BUDGET,
     };
     loop {
-        let at = vm.pos;
-        let op = vm.take(1)?[0];
+        let at = vm.input.pos();
+        let op = vm.input.u8()? as u8;
         if op == b'.' {
             let root = vm.pop()?;
             vm.p.root = root;
@@ -72,59 +71,6 @@ pub fn parse(data: &[u8]) -> Result<Pickle, String> {
 }
 
 impl Vm<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| {
-                format!(
-                    "the pickle ends early (needs {n} bytes at byte {}, has {})",
-                    self.pos,
-                    self.data.len()
-                )
-            })?;
-        let s = &self.data[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Result<usize, String> {
-        Ok(self.take(1)?[0] as usize)
-    }
-
-    fn u16(&mut self) -> Result<usize, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]) as usize)
-    }
-
-    fn u32(&mut self) -> Result<u64, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64)
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
-    }
-
-    /// A length-prefixed byte string, the length checked against the data left.
-    fn bytes(&mut self, len: u64) -> Result<Vec<u8>, String> {
-        let n = usize::try_from(len).map_err(|_| format!("length {len} too large"))?;
-        Ok(self.take(n)?.to_vec())
-    }
-
-    fn line(&mut self) -> Result<String, String> {
-        let rest = &self.data[self.pos..];
-        let n = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or("unterminated text line")?;
-        let s = std::str::from_utf8(&rest[..n]).map_err(|_| "text line is not UTF-8")?;
-        self.pos += n + 1;
-        Ok(s.to_string())
-    }
-
     fn push_node(&mut self, n: Node) -> Result<(), String> {
         let id = self.p.nodes.len();
         if id >= MAX_NODES {
@@ -280,13 +226,13 @@ impl Vm<'_> {
     fn step(&mut self, op: u8) -> Result<(), String> {
         match op {
             0x80 => {
-                let v = self.u8()?;
+                let v = self.input.u8()?;
                 if !(2..=5).contains(&v) {
                     return Err(format!("pickle protocol {v}, expected 2 to 5"));
                 }
             }
             0x95 => {
-                self.u64()?; // FRAME: a length hint only
+                self.input.u64()?; // FRAME: a length hint only
             }
             b'(' => {
                 if self.marks.len() >= MAX_STACK {
@@ -305,59 +251,59 @@ impl Vm<'_> {
             0x88 => self.push_node(Node::Bool(true))?,
             0x89 => self.push_node(Node::Bool(false))?,
             b'J' => {
-                let b = self.take(4)?;
+                let b = self.input.take(4)?;
                 let v = i32::from_le_bytes(b.try_into().expect("4 bytes"));
                 self.push_node(Node::Int(v as i64))?
             }
             b'K' => {
-                let v = self.u8()?;
+                let v = self.input.u8()?;
                 self.push_node(Node::Int(v as i64))?
             }
             b'M' => {
-                let v = self.u16()?;
+                let v = self.input.u16()?;
                 self.push_node(Node::Int(v as i64))?
             }
             0x8a | 0x8b => {
                 let n = if op == 0x8a {
-                    self.u8()? as u64
+                    self.input.u8()? as u64
                 } else {
-                    self.u32()?
+                    self.input.u32()?
                 };
-                let b = self.bytes(n)?;
+                let b = self.input.bytes(n)?;
                 self.push_node(long(&b))?
             }
             b'G' => {
-                let b = self.take(8)?;
+                let b = self.input.take(8)?;
                 let v = f64::from_be_bytes(b.try_into().expect("8 bytes"));
                 self.push_node(Node::Float(v))?
             }
             b'X' | 0x8c | 0x8d => {
                 let n = match op {
-                    b'X' => self.u32()?,
-                    0x8c => self.u8()? as u64,
-                    _ => self.u64()?,
+                    b'X' => self.input.u32()?,
+                    0x8c => self.input.u8()? as u64,
+                    _ => self.input.u64()?,
                 };
-                let b = self.bytes(n)?;
+                let b = self.input.bytes(n)?;
                 let s = String::from_utf8(b).map_err(|_| "string is not UTF-8")?;
                 self.push_node(Node::Str(s))?
             }
             // Python 2 strings: decoded as latin1, as `encoding="latin1"` would.
             b'T' | b'U' => {
                 let n = if op == b'T' {
-                    self.u32()?
+                    self.input.u32()?
                 } else {
-                    self.u8()? as u64
+                    self.input.u8()? as u64
                 };
-                let b = self.bytes(n)?;
+                let b = self.input.bytes(n)?;
                 self.push_node(Node::Str(b.iter().map(|&c| c as char).collect()))?
             }
             b'B' | b'C' | 0x8e | 0x96 => {
                 let n = match op {
-                    b'B' => self.u32()?,
-                    b'C' => self.u8()? as u64,
-                    _ => self.u64()?,
+                    b'B' => self.input.u32()?,
+                    b'C' => self.input.u8()? as u64,
+                    _ => self.input.u64()?,
                 };
-                let b = self.bytes(n)?;
+                let b = self.input.bytes(n)?;
                 self.push_node(Node::Bytes(b))?
             }
             b')' => self.push_node(Node::Tuple(Vec::new()))?,
@@ -418,8 +364,8 @@ impl Vm<'_> {
                 self.push_node(Node::Set(items))?
             }
             b'c' => {
-                let module = self.line()?;
-                let name = self.line()?;
+                let module = self.input.line()?;
+                let name = self.input.line()?;
                 self.global(&module, &name)?
             }
             0x93 => {
@@ -462,11 +408,11 @@ impl Vm<'_> {
                 }
             }
             b'q' => {
-                let k = self.u8()? as u64;
+                let k = self.input.u8()? as u64;
                 self.memo_put(k)?
             }
             b'r' => {
-                let k = self.u32()?;
+                let k = self.input.u32()?;
                 self.memo_put(k)?
             }
             0x94 => {
@@ -474,11 +420,11 @@ impl Vm<'_> {
                 self.memo_put(k)?
             }
             b'h' => {
-                let k = self.u8()? as u64;
+                let k = self.input.u8()? as u64;
                 self.memo_get(k)?
             }
             b'j' => {
-                let k = self.u32()?;
+                let k = self.input.u32()?;
                 self.memo_get(k)?
             }
             b'Q' => {
