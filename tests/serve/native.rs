@@ -282,7 +282,9 @@ fn info_and_token_counter() {
 #[test]
 fn ended_jobs_expire_after_the_retention_time() {
     let server = Server::start(&["--retention", "1s"]);
-    let snap = server.post("/api/jobs?wait=true", &small_job("a red circle", 4, 4)).json();
+    let snap = server
+        .post("/api/jobs?wait=true", &small_job("a red circle", 4, 4))
+        .json();
     let id = snap["id"].as_str().unwrap();
     assert_eq!(server.get(&format!("/outputs/{id}/0.png")).status, 200);
     let start = Instant::now();
@@ -291,6 +293,9 @@ fn ended_jobs_expire_after_the_retention_time() {
         assert!(start.elapsed().as_secs_f64() < 5.0, "job kept past its retention");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(start.elapsed().as_secs_f64() >= 0.5, "dropped before its retention");
+    assert!(
+        start.elapsed().as_secs_f64() >= 0.5,
+        "dropped before its retention"
+    );
     assert_eq!(server.get(&format!("/outputs/{id}/0.png")).status, 404);
 }
