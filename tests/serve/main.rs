@@ -1,0 +1,8 @@
+//! `sd-wgpu serve` end to end: the real binary on a loopback port with the demo model on
+//! the CPU backend, driven over HTTP. Every wait is bounded; servers are killed on drop.
+//!
+//! `common` starts servers and speaks HTTP; one module per concern.
+
+mod a1111;
+mod common;
+mod openai;
