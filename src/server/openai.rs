@@ -90,9 +90,10 @@ impl From<ApiError> for OpenAiError {
     }
 }
 
-impl IntoResponse for OpenAiError {
-    fn into_response(self) -> Response {
-        let e = self.0;
+impl OpenAiError {
+    /// The status and JSON body OpenAI would answer with.
+    fn status_and_body(&self) -> (StatusCode, serde_json::Value) {
+        let e = &self.0;
         let status = match e.status {
             StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
             s => s,
@@ -106,8 +107,15 @@ impl IntoResponse for OpenAiError {
         let body = json!({
             "error": { "message": e.message, "type": kind, "param": e.field, "code": code }
         });
+        (status, body)
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.status_and_body();
         let mut response = (status, Json(body)).into_response();
-        if let Some(secs) = e.retry_after {
+        if let Some(secs) = self.0.retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -302,8 +310,22 @@ mod tests {
 
     #[test]
     fn errors_in_openai_shape() {
-        let r = OpenAiError(ApiError::field("n", "expected 1 to 10")).into_response();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let (status, body) = OpenAiError(ApiError::field("n", "expected 1 to 10")).status_and_body();
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "OpenAI answers bad values with 400"
+        );
+        assert_eq!(
+            body,
+            json!({"error": {"message": "expected 1 to 10", "type": "invalid_request_error",
+                             "param": "n", "code": null}})
+        );
+        let (status, body) = OpenAiError(ApiError::internal("device lost")).status_and_body();
+        assert_eq!(
+            (status, &body["error"]["type"]),
+            (StatusCode::INTERNAL_SERVER_ERROR, &json!("server_error"))
+        );
         let r = OpenAiError(ApiError::too_many(3, "full")).into_response();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[header::RETRY_AFTER], "3");

@@ -4,5 +4,6 @@
 //! `common` starts servers and speaks HTTP; one module per concern.
 
 mod a1111;
+mod a1111_routes;
 mod common;
 mod openai;

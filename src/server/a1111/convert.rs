@@ -335,3 +335,172 @@ pub fn job_timestamp(t: std::time::SystemTime) -> String {
         t.second()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model() -> Model<'static> {
+        Model {
+            name: "v1-5-pruned-emaonly",
+            hash: Some("6ce0161689"),
+            default_size: (512, 512),
+            embeddings: Vec::new(),
+        }
+    }
+
+    fn request(body: Value) -> GenerationRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    #[test]
+    fn a1111_defaults_become_our_request() {
+        let r = to_request(
+            &request(json!({"prompt": "a fox", "seed": 5})),
+            Kind::Txt2Img,
+            &model(),
+        )
+        .unwrap();
+        assert_eq!((r.steps, r.cfg_scale, r.seed, r.batch), (50, 7.0, 5, 1));
+        assert_eq!(
+            r.sampler,
+            Some(SamplerKind::Euler),
+            "A1111's sampler_index default"
+        );
+        assert_eq!((r.width, r.height), (Some(512), Some(512)));
+        let r = to_request(
+            &request(
+                json!({"batch_size": 2, "n_iter": 3, "width": 64, "height": 96, "seed": -1,
+                            "override_settings": {"CLIP_stop_at_last_layers": 2}}),
+            ),
+            Kind::Txt2Img,
+            &model(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.batch, r.width, r.height, r.clip_skip),
+            (6, Some(64), Some(96), 2)
+        );
+        assert!(r.seed < 1 << 32, "A1111's random seeds are 32-bit");
+    }
+
+    #[test]
+    fn samplers_by_any_name_and_schedule() {
+        let s = |body: Value| sampler(&request(body));
+        assert_eq!(s(json!({})).unwrap(), SamplerKind::Euler);
+        assert_eq!(
+            s(json!({"sampler_name": "Euler a"})).unwrap(),
+            SamplerKind::EulerAncestral
+        );
+        assert_eq!(
+            s(json!({"sampler_name": "", "sampler_index": "DDIM"})).unwrap(),
+            SamplerKind::Ddim
+        );
+        let karras = json!({"sampler_name": "DPM++ 2M", "scheduler": "Karras"});
+        assert_eq!(s(karras).unwrap(), SamplerKind::DpmPp2mKarras);
+        assert_eq!(
+            s(json!({"sampler_name": "dpm++2m", "scheduler": "automatic"})).unwrap(),
+            SamplerKind::DpmPp2m
+        );
+        let e = s(json!({"sampler_name": "Euler", "scheduler": "Karras"})).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("scheduler"));
+        assert!(
+            e.message.contains("Karras") && e.message.contains("\"Euler\""),
+            "{}",
+            e.message
+        );
+        let e = s(json!({"sampler_index": "UniPC"})).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("sampler_index"));
+    }
+
+    #[test]
+    fn every_unhonourable_field_is_named() {
+        let body = json!({"enable_hr": true, "tiling": true, "mask": "x", "s_noise": 1.0, "s_churn": 0.5});
+        let refused = unsupported(&request(body.clone()), Kind::Txt2Img, SamplerKind::Euler);
+        let fields: Vec<&str> = refused.iter().map(|(f, _)| f.as_str()).collect();
+        // `mask` is img2img's: txt2img ignores it, as A1111 does; s_noise 1 is the default.
+        assert_eq!(fields, ["tiling", "s_churn", "enable_hr"]);
+        let e = to_request(&request(body), Kind::Txt2Img, &model()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("tiling"));
+        assert!(
+            e.message.contains("enable_hr (hires fix)") && e.message.contains("them"),
+            "{}",
+            e.message
+        );
+        let refused = unsupported(
+            &request(json!({"mask": "x", "enable_hr": true})),
+            Kind::Img2Img,
+            SamplerKind::Euler,
+        );
+        assert_eq!(refused[0].0, "mask");
+        assert_eq!(refused.len(), 1);
+        // Each sampler's own eta is its default; other samplers ignore eta, as in A1111.
+        let eta = |eta: f64, kind| unsupported(&request(json!({"eta": eta})), Kind::Txt2Img, kind).len();
+        assert_eq!(eta(1.0, SamplerKind::EulerAncestral), 0);
+        assert_eq!(eta(0.0, SamplerKind::EulerAncestral), 1);
+        assert_eq!(eta(0.0, SamplerKind::Ddim), 0);
+        assert_eq!(eta(0.3, SamplerKind::DpmPp2m), 0);
+    }
+
+    #[test]
+    fn settings_that_change_nothing_are_accepted() {
+        let m = model();
+        for name in [
+            "v1-5-pruned-emaonly.safetensors [6ce0161689]",
+            "v1-5-pruned-emaonly",
+            "v1-5-pruned-emaonly.ckpt",
+            "6ce0161689",
+        ] {
+            assert!(names_model(name, &m), "{name}");
+        }
+        for name in ["v2-1_768.safetensors", "v1-5-pruned-emaonly [0000000000]x", ""] {
+            assert!(!names_model(name, &m), "{name}");
+        }
+        let settings = json!({"override_settings": {"sd_vae": "Automatic", "eta_noise_seed_delta": 0,
+                                                    "sd_model_checkpoint": "v1-5-pruned-emaonly"}});
+        assert!(to_request(&request(settings), Kind::Txt2Img, &m).is_ok());
+        let e = to_request(
+            &request(json!({"override_settings": {"CLIP_stop_at_last_layers": 0}})),
+            Kind::Txt2Img,
+            &m,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("override_settings.CLIP_stop_at_last_layers")
+        );
+        let e = to_request(
+            &request(json!({"override_settings": {"sd_vae": "vae-ft-mse.pt"}})),
+            Kind::Txt2Img,
+            &m,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("vae-ft-mse.pt") && e.message.contains("CLIP_stop_at_last_layers"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn library_errors_get_a1111_names() {
+        let e = to_request(
+            &request(json!({"denoising_strength": 2.0})),
+            Kind::Img2Img,
+            &model(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("denoising_strength"));
+        let e = to_request(&request(json!({"batch_size": 0})), Kind::Txt2Img, &model()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("batch_size"));
+        let e = to_request(&request(json!({"cfg_scale": 1000})), Kind::Txt2Img, &model()).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("cfg_scale"));
+    }
+
+    #[test]
+    fn timestamps_as_a1111_writes_them() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_686_096);
+        assert_eq!(job_timestamp(t), "20251202143456");
+    }
+}
