@@ -5,5 +5,10 @@
 
 mod a1111;
 mod a1111_routes;
+mod auth;
 mod common;
+mod concurrency;
+mod limits;
+mod native;
 mod openai;
+mod ops;
