@@ -200,11 +200,12 @@ fn progress_and_interrupt_act_on_the_running_job() {
     );
     assert_eq!(idle["current_image"], Value::Null);
 
-    // 8 images of 60 steps: seconds of work, interrupted early.
+    // 8 images of 150 steps (the most a request may ask): seconds of work even on a fast
+    // CPU; interrupted at its second step.
     let url = server.url.clone();
     let long = thread::spawn(move || {
         let body =
-            json!({"prompt": PROMPT, "seed": 1, "steps": 60, "batch_size": 8, "width": 64, "height": 64});
+            json!({"prompt": PROMPT, "seed": 1, "steps": 150, "batch_size": 8, "width": 64, "height": 64});
         crate::common::request(
             &crate::common::agent(),
             "POST",
@@ -223,7 +224,7 @@ fn progress_and_interrupt_act_on_the_running_job() {
         thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(running["state"]["job_count"], 8);
-    assert_eq!(running["state"]["sampling_steps"], 60);
+    assert_eq!(running["state"]["sampling_steps"], 150);
     let progress = running["progress"].as_f64().unwrap();
     assert!(progress > 0.0 && progress < 1.0, "{running}");
     let preview = STANDARD
