@@ -13,6 +13,15 @@ use super::error::ApiError;
 /// decoded and checked (at least 8 px a side, at most 50 megapixels, read from the header
 /// before any pixel is decoded). Errors name `field`.
 pub fn decode_image(field: &str, text: &str) -> Result<RgbImage, ApiError> {
+    let bytes = decode_base64(field, text)?;
+    RgbImage::from_bytes(&bytes, Path::new(field)).map_err(|e| match e {
+        crate::Error::BadFile { msg, .. } => ApiError::field(field, msg),
+        e => ApiError::field(field, e.to_string()),
+    })
+}
+
+/// The bytes of a file sent in JSON as base64, optionally as a data URL. Errors name `field`.
+pub fn decode_base64(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
     let b64 = match text.strip_prefix("data:") {
         Some(rest) => match rest.split_once(',') {
             Some((meta, data)) if meta.ends_with(";base64") => data,
@@ -27,15 +36,11 @@ pub fn decode_image(field: &str, text: &str) -> Result<RgbImage, ApiError> {
     };
     // Some clients wrap base64 in lines.
     let compact: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes = STANDARD.decode(compact.as_bytes()).map_err(|e| {
+    STANDARD.decode(compact.as_bytes()).map_err(|e| {
         ApiError::field(
             field,
             format!("expected a base64-encoded image (or a data URL), but it is not base64: {e}"),
         )
-    })?;
-    RgbImage::from_bytes(&bytes, Path::new(field)).map_err(|e| match e {
-        crate::Error::BadFile { msg, .. } => ApiError::field(field, msg),
-        e => ApiError::field(field, e.to_string()),
     })
 }
 

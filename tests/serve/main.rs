@@ -3,9 +3,12 @@
 //!
 //! `common` starts servers and speaks HTTP; one module per concern.
 
+mod a1111;
+mod a1111_routes;
 mod auth;
 mod common;
 mod concurrency;
 mod limits;
 mod native;
+mod openai;
 mod ops;
