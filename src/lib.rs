@@ -16,6 +16,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
+pub mod server;
 pub mod tensor;
 pub mod text;
 pub mod weights;

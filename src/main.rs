@@ -33,6 +33,8 @@ enum Command {
     Img2img(cli::generate::Img2ImgArgs),
     /// List the samplers and the names `--sampler` accepts for each (ours, A1111's, others).
     Samplers,
+    /// Serve the web page and the HTTP APIs (native jobs, A1111, OpenAI images).
+    Serve(cli::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Txt2img(a) => cli::generate::run_txt2img(a),
         Command::Img2img(a) => cli::generate::run_img2img(a),
         Command::Samplers => cli::samplers::run(),
+        Command::Serve(a) => cli::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,5 +8,6 @@ pub mod info;
 pub mod interrupt;
 pub mod progress_bar;
 pub mod samplers;
+pub mod serve;
 pub mod stdout;
 pub mod tokenize;

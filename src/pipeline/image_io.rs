@@ -8,7 +8,7 @@
 //! `round(clamp(x / 2 + 0.5, 0, 1) * 255)`.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, Cursor, Seek};
 use std::path::Path;
 
 use image::ImageReader;
@@ -74,22 +74,20 @@ impl RgbImage {
     /// any pixel is decoded, and the decoder is held to that size.
     pub fn load(path: &Path) -> Result<RgbImage> {
         let (width, height) = RgbImage::input_dimensions(path)?;
-        let mut limited = open_reader(path)?;
-        let mut limits = image::Limits::default();
-        limits.max_image_width = Some(width as u32);
-        limits.max_image_height = Some(height as u32);
-        limited.limits(limits);
-        let img = limited.decode().map_err(|e| cannot_decode(path, e))?;
-        let (width, height) = (img.width() as usize, img.height() as usize);
-        let rgba = img.to_rgba32f();
-        let data = rgba
-            .pixels()
-            .flat_map(|p| {
-                let a = p.0[3].clamp(0.0, 1.0);
-                (0..3).map(move |c| p.0[c].clamp(0.0, 1.0) * a + (1.0 - a))
-            })
-            .collect();
-        Ok(RgbImage { width, height, data })
+        decode_limited(open_reader(path)?, path, width, height)
+    }
+
+    /// [`RgbImage::load`] for an image held in memory (an upload); `name` stands for
+    /// the file in messages.
+    pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<RgbImage> {
+        let reader = || {
+            ImageReader::new(Cursor::new(bytes))
+                .with_guessed_format()
+                .map_err(|e| Error::io(name.display().to_string(), e))
+        };
+        let (width, height) = reader()?.into_dimensions().map_err(|e| cannot_decode(name, e))?;
+        check_input_size(name, width as usize, height as usize)?;
+        decode_limited(reader()?, name, width as usize, height as usize)
     }
 
     /// Resized with a Lanczos3 filter (diffusers resizes with PIL's Lanczos).
@@ -159,6 +157,31 @@ fn open_reader(path: &Path) -> Result<ImageReader<BufReader<File>>> {
         .map_err(|e| Error::io(path.display().to_string(), e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path.display().to_string(), e))
+}
+
+/// Decodes an image whose header said `width` x `height`, holding the decoder to that size;
+/// alpha is composited on white.
+fn decode_limited<R: BufRead + Seek>(
+    mut reader: ImageReader<R>,
+    path: &Path,
+    width: usize,
+    height: usize,
+) -> Result<RgbImage> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(width as u32);
+    limits.max_image_height = Some(height as u32);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| cannot_decode(path, e))?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let rgba = img.to_rgba32f();
+    let data = rgba
+        .pixels()
+        .flat_map(|p| {
+            let a = p.0[3].clamp(0.0, 1.0);
+            (0..3).map(move |c| p.0[c].clamp(0.0, 1.0) * a + (1.0 - a))
+        })
+        .collect();
+    Ok(RgbImage { width, height, data })
 }
 
 fn cannot_decode(path: &Path, e: image::ImageError) -> Error {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::bytes::FileBytes;
 use crate::checkpoint::Embedding;
 use crate::schedulers::{Img2ImgStart, SamplerKind};
 use crate::{Error, Result};
@@ -213,6 +214,18 @@ impl TextualInversion {
             embedding,
             hash: hex_prefix(&Sha256::digest(&bytes), 12),
             path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// [`TextualInversion::load`] for a file held in memory (e.g. built into the binary);
+    /// `name` stands for the file in messages and gives stem-named layouts their trigger.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<TextualInversion> {
+        let hash = hex_prefix(&Sha256::digest(&bytes), 12);
+        let embedding = Embedding::from_bytes(name, FileBytes::Owned(bytes))?;
+        Ok(TextualInversion {
+            embedding,
+            hash,
+            path: Some(name.to_path_buf()),
         })
     }
 

@@ -69,6 +69,7 @@ enum MergeJson {
 pub const VOCAB_SIZE: usize = 49408;
 
 /// The CLIP tokenizer: ids for text, no BOS/EOS, no truncation.
+#[derive(Clone)]
 pub struct ClipTokenizer {
     inner: Tokenizer,
     /// id -> vocabulary string (byte symbols), for display.

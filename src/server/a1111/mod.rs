@@ -1,0 +1,9 @@
+//! Placeholder until its helper's module replaces this file.
+
+use axum::Router;
+
+use crate::server::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}
