@@ -145,8 +145,9 @@ async function loadInfo() {
   const sampler = $("sampler");
   sampler.replaceChildren(
     ...info.samplers.map((s) => {
-      const opt = new Option(s.name, s.name);
-      opt.title = [s.a1111_name && `A1111: ${s.a1111_name}`, s.description].filter(Boolean).join(". ");
+      // A1111's name where it has one: what users of other front ends know.
+      const opt = new Option(s.a1111_name || s.name, s.name);
+      opt.title = [s.name, s.description].filter(Boolean).join(": ");
       return opt;
     }),
   );
@@ -278,7 +279,8 @@ drop.addEventListener("drop", (ev) => {
 });
 
 // The native request: the CLI's flags in snake_case. Empty inputs are left
-// out so the server's defaults apply.
+// out so the server's defaults apply; `concepts` too, so the server uses the
+// loaded concepts whose triggers the prompts contain.
 function jobRequest() {
   const req = { prompt: $("prompt").value, negative_prompt: $("negative_prompt").value };
   for (const f of NUMBER_FIELDS) {
@@ -286,8 +288,6 @@ function jobRequest() {
     if (v !== "") req[f] = Number(v);
   }
   if ($("sampler").value) req.sampler = $("sampler").value;
-  const text = `${req.prompt} ${req.negative_prompt}`;
-  req.concepts = state.concepts.map((c) => c.trigger).filter((t) => text.includes(t));
   if (mode() === "img2img") {
     req.init_image = state.initImage;
     req.strength = Number($("strength").value);
@@ -401,28 +401,21 @@ function addResult(id, img) {
     card = $("result").content.firstElementChild.cloneNode(true);
     card.dataset.key = key;
     $("gallery").prepend(card);
-    showImage(card, img).catch((e) => showError(e));
+    // /outputs/ needs no key (a job id is unguessable), so plain links do.
+    const url = img.url.replace(/^\//, "");
+    const el = card.querySelector("img");
+    el.addEventListener("load", () => el.classList.toggle("small-image", el.naturalWidth < 256));
+    el.src = url;
+    card.querySelector("a.open").href = url;
+    const download = card.querySelector("a.download");
+    download.href = url;
+    download.download = `sd-wgpu-${img.seed}.png`;
   }
   card.querySelector(".seed").textContent = `seed ${img.seed}`;
   if (img.parameters) card.querySelector(".infotext").textContent = img.parameters;
   state.lastSeed = img.seed;
   $("seed-used").textContent = `Last seed: ${img.seed}`;
   $("seed-reuse").disabled = false;
-}
-
-// Fetched rather than linked so that the API key goes along; the blob URL
-// serves the image, the link that opens it and the download alike.
-async function showImage(card, img) {
-  const res = await fetch(img.url.replace(/^\//, ""), { headers: authHeaders() });
-  if (!res.ok) throw await errorOf(res);
-  const url = URL.createObjectURL(await res.blob());
-  const el = card.querySelector("img");
-  el.addEventListener("load", () => el.classList.toggle("small-image", el.naturalWidth < 256));
-  el.src = url;
-  card.querySelector("a.open").href = url;
-  const download = card.querySelector("a.download");
-  download.href = url;
-  download.download = `sd-wgpu-${img.seed}.png`;
 }
 
 loadInfo();
