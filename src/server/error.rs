@@ -218,16 +218,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             if !inner.is_data() {
                 return Err(ApiError::bad_request(format!("malformed JSON: {inner}")));
             }
-            // serde reports a missing or unknown field at its parent's path, naming it only in
-            // the message: `missing field `prompt``.
+            // serde reports a missing field at its parent's path, naming it only in the message
+            // (`missing field `prompt``); an unknown one's path already ends in its name.
             let named = ["missing field `", "unknown field `"]
                 .iter()
                 .find_map(|p| message.strip_prefix(p))
                 .and_then(|rest| rest.split('`').next());
             let field = match (named, path.as_str()) {
                 (Some(name), ".") => name.to_string(),
-                (Some(name), parent) => format!("{parent}.{name}"),
-                (None, p) => p.to_string(),
+                (Some(name), p) if !p.ends_with(name) => format!("{p}.{name}"),
+                (_, p) => p.to_string(),
             };
             Err(ApiError::field(field, message))
         }

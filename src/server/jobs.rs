@@ -30,6 +30,10 @@ pub type JobId = String;
 /// Events buffered per subscriber; a slower reader skips steps, never the end.
 const EVENT_BUFFER: usize = 64;
 
+/// Ended jobs kept at most, whatever the retention: the oldest go first. With SD 1.5's
+/// 512x512 PNGs (~400 KB) this bounds kept images to a few hundred MB.
+pub const MAX_ENDED_JOBS: usize = 1024;
+
 /// What a job generates: a checked request (embeddings already resolved by name) and,
 /// for img2img, the decoded input image.
 pub struct JobSpec {
@@ -146,6 +150,8 @@ struct Registry {
     jobs: HashMap<JobId, Entry>,
     queue: VecDeque<JobId>,
     running: Option<JobId>,
+    /// Ended jobs, oldest first (for the retention sweep and [`MAX_ENDED_JOBS`]).
+    ended: VecDeque<JobId>,
     closed: bool,
 }
 
@@ -170,6 +176,7 @@ impl Jobs {
                 jobs: HashMap::new(),
                 queue: VecDeque::new(),
                 running: None,
+                ended: VecDeque::new(),
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -343,8 +350,18 @@ impl Jobs {
     pub fn sweep(&self) {
         let mut reg = self.lock();
         let retention = self.0.retention;
-        reg.jobs
-            .retain(|_, e| e.ended.is_none_or(|t| t.elapsed() < retention));
+        while let Some(id) = reg.ended.front() {
+            let expired = reg
+                .jobs
+                .get(id)
+                .and_then(|e| e.ended)
+                .is_none_or(|t| t.elapsed() >= retention);
+            if !expired {
+                break;
+            }
+            let id = reg.ended.pop_front().expect("front exists");
+            reg.jobs.remove(&id);
+        }
     }
 
     /// Shutdown: no new jobs, queued jobs fail with 503, the running one is cancelled; the
@@ -450,6 +467,12 @@ impl Jobs {
             .job_finished(state.name(), e.submitted.elapsed().as_secs_f64());
         let _ = e.events.send(JobEvent::Finished(Box::new(e.snap.clone())));
         e.done.send_replace(true);
+        reg.ended.push_back(id.to_string());
+        while reg.ended.len() > MAX_ENDED_JOBS {
+            if let Some(oldest) = reg.ended.pop_front() {
+                reg.jobs.remove(&oldest);
+            }
+        }
     }
 
     /// Each queued job's new place after the queue moved.

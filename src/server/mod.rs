@@ -106,7 +106,8 @@ pub fn serve(config: Config) -> Result<()> {
     if done_rx.recv_timeout(SHUTDOWN_GRACE).is_err() {
         eprintln!("the running job did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
     }
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Serving has ended; what may be left (the sweeper, a signal listener) needs no waiting for.
+    runtime.shutdown_background();
     served
 }
 

@@ -1,7 +1,8 @@
 //! Our own API, the one the page uses: jobs with ids, per-job progress over server-sent
 //! events, images by URL, the model's description and a token counter.
 //!
-//! - `POST /api/jobs` (a [`JobRequest`]: the CLI's flags in snake_case) -> 202 + snapshot
+//! - `POST /api/jobs` (a [`JobRequest`]: the CLI's flags in snake_case) -> 202 + snapshot;
+//!   `?wait=true` answers when the job ends (a disconnect cancels it)
 //! - `GET /api/jobs/{id}`, `DELETE /api/jobs/{id}` (cancel)
 //! - `GET /api/jobs/{id}/events`: `queued`, `started`, `step`, `image`, then one of
 //!   `done`, `failed`, `cancelled` carrying the final snapshot; then the stream ends
@@ -15,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::pipeline::Request;
 use crate::schedulers::SamplerKind;
 use crate::text::{chunk_prompt, CHUNK_TOKENS};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -111,11 +112,27 @@ impl JobRequest {
     }
 }
 
+/// Queues a job: 202 with its snapshot at once, or with `?wait=true` the final snapshot once
+/// it ends (200 done, 409 cancelled, the error's status when failed); a client that
+/// disconnects while waiting cancels the job.
 async fn create(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
     ApiJson(body): ApiJson<JobRequest>,
 ) -> Result<Response, ApiError> {
+    let wait = wants_wait(query.as_deref())?;
     let id = state.submit(body.to_spec(&state)?)?;
+    if wait {
+        let guard = state.jobs.wait_or_cancel_on_drop(&id);
+        let snap = guard.finish().await.ok_or_else(|| gone(&id))?;
+        let status = match (&snap.state, &snap.error) {
+            (JobState::Done, _) => StatusCode::OK,
+            (JobState::Failed, Some(e)) => e.status,
+            (JobState::Cancelled, _) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        return Ok((status, Json(snapshot_json(&snap))).into_response());
+    }
     let snap = state.jobs.snapshot(&id).ok_or_else(|| gone(&id))?;
     let location = format!("/api/jobs/{id}");
     Ok((
@@ -144,6 +161,22 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result
         StatusCode::ACCEPTED
     };
     Ok((status, Json(snapshot_json(&snap))).into_response())
+}
+
+/// `?wait=true` (or `1`); absent or `false`/`0`: answer at once.
+fn wants_wait(query: Option<&str>) -> Result<bool, ApiError> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("wait="));
+    match value {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some(v) => Err(ApiError::field(
+            "wait",
+            format!("expected true or false, found {v:?}"),
+        )),
+    }
 }
 
 fn gone(id: &str) -> ApiError {

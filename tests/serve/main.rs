@@ -1,0 +1,11 @@
+//! `sd-wgpu serve` end to end: the real binary on a loopback port with the demo model on
+//! the CPU backend, driven over HTTP. Every wait is bounded; servers are killed on drop.
+//!
+//! `common` starts servers and speaks HTTP; one module per concern.
+
+mod auth;
+mod common;
+mod concurrency;
+mod limits;
+mod native;
+mod ops;
