@@ -261,6 +261,12 @@ fn result_is_the_concept(b: &mut Browser) -> String {
 
 /// The README's picture: the desktop page after the generation.
 fn save_screenshot(b: &mut Browser) {
+    // Cut to the page's height, without the empty space under it.
+    let height = b
+        .eval("Math.ceil(document.querySelector('main').getBoundingClientRect().bottom) + 12")
+        .as_u64()
+        .unwrap();
+    b.viewport(1280, height.clamp(400, 900) as u32, false);
     let png = b.screenshot();
     let path = if std::env::var_os("SD_WGPU_SAVE_SCREENSHOT").is_some_and(|v| v == "1") {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/images/serve.png")

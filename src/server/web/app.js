@@ -348,7 +348,8 @@ async function follow(id) {
   let final = null;
   const onEvent = (name, raw) => {
     const ev = JSON.parse(raw);
-    if (name === "queued") progressText(`Queued (position ${ev.position})`);
+    // `position`: how many queued jobs are ahead of this one.
+    if (name === "queued") progressText(ev.position ? `Queued, ${ev.position} ahead` : "Queued, next");
     else if (name === "started") progressText("Starting");
     else if (name === "step") showStep(ev);
     else if (name === "image") addResult(id, ev);
