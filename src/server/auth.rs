@@ -24,7 +24,7 @@ const OPEN_PATHS: [&str; 6] = [
     "/",
     "/app.js",
     "/style.css",
-    "/favicon.ico",
+    "/favicon.svg",
     "/healthz",
     "/readyz",
 ];
