@@ -16,6 +16,7 @@ pub mod a1111;
 pub mod auth;
 pub mod error;
 pub mod input;
+pub mod job;
 pub mod jobs;
 pub mod metrics;
 pub mod native;

@@ -121,10 +121,9 @@ async fn create(
     ApiJson(body): ApiJson<JobRequest>,
 ) -> Result<Response, ApiError> {
     let wait = wants_wait(query.as_deref())?;
-    let id = state.submit(body.to_spec(&state)?)?;
+    let spec = body.to_spec(&state)?;
     if wait {
-        let guard = state.jobs.wait_or_cancel_on_drop(&id);
-        let snap = guard.finish().await.ok_or_else(|| gone(&id))?;
+        let snap = state.run(spec).await?;
         let status = match (&snap.state, &snap.error) {
             (JobState::Done, _) => StatusCode::OK,
             (JobState::Failed, Some(e)) => e.status,
@@ -133,6 +132,7 @@ async fn create(
         };
         return Ok((status, Json(snapshot_json(&snap))).into_response());
     }
+    let id = state.submit(spec)?;
     let snap = state.jobs.snapshot(&id).ok_or_else(|| gone(&id))?;
     let location = format!("/api/jobs/{id}");
     Ok((

@@ -171,13 +171,7 @@ async fn generations(
         request,
         init_image: None,
     };
-    let id = state.submit(spec).map_err(rename)?;
-    let snap = state
-        .jobs
-        .wait_or_cancel_on_drop(&id)
-        .finish()
-        .await
-        .ok_or_else(|| ApiError::internal("the job ended and was dropped before its answer"))?;
+    let snap = state.run(spec).await.map_err(rename)?;
     if snap.state != JobState::Done {
         let e = snap.error.unwrap_or_else(|| {
             ApiError::new(StatusCode::CONFLICT, "the job was cancelled before it finished")
@@ -191,7 +185,7 @@ async fn generations(
         .map(|(n, image)| match &base {
             Some(base) => ImageData {
                 b64_json: None,
-                url: Some(format!("{base}{}", native::output_url(&id, n))),
+                url: Some(format!("{base}{}", native::output_url(&snap.id, n))),
             },
             None => ImageData {
                 b64_json: Some(input::base64(&image.png)),

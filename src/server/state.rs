@@ -10,7 +10,7 @@ use crate::schedulers::SamplerKind;
 use crate::text::{ClipTokenizer, Triggers};
 
 use super::error::ApiError;
-use super::jobs::{JobId, JobSpec, Jobs};
+use super::jobs::{JobId, JobSnapshot, JobSpec, Jobs};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -125,6 +125,17 @@ impl AppState {
     pub fn submit(&self, spec: JobSpec) -> Result<JobId, ApiError> {
         self.check(&spec)?;
         self.jobs.submit(spec)
+    }
+
+    /// A synchronous call (A1111, OpenAI, `POST /api/jobs?wait=true`): queues the job and
+    /// waits for its end. Dropping the returned future (the client went away) cancels it.
+    pub async fn run(&self, spec: JobSpec) -> Result<JobSnapshot, ApiError> {
+        let id = self.submit(spec)?;
+        self.jobs
+            .wait_or_cancel_on_drop(&id)
+            .finish()
+            .await
+            .ok_or_else(|| ApiError::internal(format!("job {id} ended and was dropped before its answer")))
     }
 
     /// Every check that needs no model call, so that a bad request is a 4xx now rather

@@ -83,13 +83,7 @@ async fn generate(
         request: request.clone(),
         init_image,
     };
-    let id = state.submit(spec).map_err(convert::rename)?;
-    let snap = state
-        .jobs
-        .wait_or_cancel_on_drop(&id)
-        .finish()
-        .await
-        .ok_or_else(|| ApiError::internal("the job ended and was dropped before its answer"))?;
+    let snap = state.run(spec).await.map_err(convert::rename)?;
     match snap.state {
         JobState::Done | JobState::Cancelled => {}
         _ => {
