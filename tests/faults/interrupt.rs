@@ -81,12 +81,14 @@ fn first_sigint_keeps_finished_images_and_exits_130() {
 #[test]
 fn second_sigint_exits_at_once() {
     let d = scratch("sigint2");
-    // 192x192 on the 64x64 demo model: model calls of a second or more, so a stop
-    // at the next step boundary would come long after the second SIGINT.
+    // 512x512 on the 64x64 demo model: model calls of ~5 s on 2 cores, so the next step
+    // boundary (where the first SIGINT alone stops) falls inside the 100 ms between the two
+    // signals about 2% of the time. At 192x192 (~0.25 s calls on an idle 2-core machine)
+    // it did in ~40%, and the test failed with `interrupted: 0 of 1 image written`.
     let mut child = txt2img(
         &d,
         &[
-            "--width", "192", "--height", "192", "--steps", "20", "--seed", "1",
+            "--width", "512", "--height", "512", "--steps", "20", "--seed", "1",
         ],
     )
     .stdout(Stdio::piped())
@@ -96,7 +98,7 @@ fn second_sigint_exits_at_once() {
     // The size warning comes once the model is loaded, as the generation starts.
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
-    while !line.starts_with("warning: 192x192") {
+    while !line.starts_with("warning: 512x512") {
         line.clear();
         if err.read_line(&mut line).unwrap() == 0 {
             panic!("no size warning: {:?}", child.wait());
