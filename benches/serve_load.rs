@@ -1,7 +1,10 @@
 //! Load benchmark of `sd-wgpu serve` (not a test): N client threads, each sending
 //! `POST /api/jobs?wait=true` back to back for M seconds against a `serve --port 0` child on
 //! the demo model, then throughput, latency percentiles and the server's resident memory
-//! (VmRSS from /proc/PID/status) at the start and at the end.
+//! (VmRSS from /proc/PID/status) at the start and at the end. The reference, in the same
+//! run and on the same server: one client alone sending [`ALONE_JOBS`] jobs one after the
+//! other, so the load figures read against the plain job time (what concurrency costs or
+//! gains: with one worker, throughput should stay at the single-client rate).
 //!
 //! `cargo bench --bench serve_load -- [--clients N] [--seconds M] [--steps S] [--backend B]`;
 //! `--short` (CI): 4 clients for 8 s. Latency is the client's: queueing included, so with
@@ -12,6 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// Jobs the lone client sends before the load (after one warm-up job).
+const ALONE_JOBS: usize = 5;
 
 struct Options {
     clients: usize,
@@ -117,29 +123,60 @@ struct Tally {
     failed: usize,
 }
 
-fn client(url: String, index: usize, steps: usize, until: Instant) -> Tally {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(300)))
         .build()
-        .into();
+        .into()
+}
+
+/// One `POST /api/jobs?wait=true` of client `index`'s `n`-th job: its HTTP status.
+fn job(agent: &ureq::Agent, url: &str, index: usize, n: u64, steps: usize) -> Result<u16, ureq::Error> {
+    let body = serde_json::json!({
+        "prompt": format!("a red circle on a blue background, client {index}"),
+        "seed": index as u64 * 1_000_000 + n,
+        "steps": steps,
+        "width": 64,
+        "height": 64,
+    });
+    agent
+        .post(format!("{url}/api/jobs?wait=true"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .map(|r| r.status().as_u16())
+}
+
+/// The reference: one client, [`ALONE_JOBS`] jobs back to back after a warm-up; the mean
+/// job time.
+fn alone(url: &str, steps: usize) -> Duration {
+    let agent = agent();
+    let index = usize::MAX / 2_000_000;
+    assert_eq!(
+        job(&agent, url, index, 0, steps).ok(),
+        Some(200),
+        "warm-up job failed"
+    );
+    let t = Instant::now();
+    for n in 1..=ALONE_JOBS as u64 {
+        assert_eq!(
+            job(&agent, url, index, n, steps).ok(),
+            Some(200),
+            "lone job failed"
+        );
+    }
+    t.elapsed() / ALONE_JOBS as u32
+}
+
+fn client(url: String, index: usize, steps: usize, until: Instant) -> Tally {
+    let agent = agent();
     let mut tally = Tally::default();
     let mut n = 0u64;
     while Instant::now() < until {
-        let body = serde_json::json!({
-            "prompt": format!("a red circle on a blue background, client {index}"),
-            "seed": index as u64 * 1_000_000 + n,
-            "steps": steps,
-            "width": 64,
-            "height": 64,
-        });
-        n += 1;
         let t = Instant::now();
-        let reply = agent
-            .post(format!("{url}/api/jobs?wait=true"))
-            .header("Content-Type", "application/json")
-            .send(body.to_string());
-        match reply.map(|r| r.status().as_u16()) {
+        let reply = job(&agent, &url, index, n, steps);
+        n += 1;
+        match reply {
             Ok(200) => tally.latencies.push(t.elapsed()),
             Ok(429) => {
                 tally.refused += 1;
@@ -168,6 +205,12 @@ fn main() {
         "serve load: {} clients for {} s, 64x64, {} steps, demo model, --backend {}",
         o.clients, o.seconds, o.steps, o.backend
     );
+    let single = alone(&url, o.steps);
+    println!(
+        "  alone       1 client, {ALONE_JOBS} jobs: {:.0} ms a job, {:.2} jobs/s (the reference)",
+        single.as_secs_f64() * 1000.0,
+        1.0 / single.as_secs_f64()
+    );
     let start = Instant::now();
     let until = start + Duration::from_secs(o.seconds);
     let handles: Vec<_> = (0..o.clients)
@@ -192,13 +235,15 @@ fn main() {
     all.latencies.sort();
     let done = all.latencies.len();
     let mib = |v: Option<f64>| v.map_or("n/a".to_string(), |m| format!("{m:.1} MiB"));
+    let rate = done as f64 / elapsed;
     println!(
-        "  completed   {done} jobs in {elapsed:.1} s: {:.2} jobs/s",
-        done as f64 / elapsed
+        "  completed   {done} jobs in {elapsed:.1} s: {rate:.2} jobs/s, {:.2}x the lone client's rate",
+        rate * single.as_secs_f64()
     );
     println!(
-        "  latency     p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (queueing included)",
+        "  latency     p50 {:.0} ms ({:.1} lone job times), p99 {:.0} ms, max {:.0} ms (queueing included)",
         percentile(&all.latencies, 0.5),
+        percentile(&all.latencies, 0.5) / (single.as_secs_f64() * 1000.0),
         percentile(&all.latencies, 0.99),
         percentile(&all.latencies, 1.0)
     );
