@@ -154,6 +154,7 @@ impl Pipeline {
             None
         };
         let (width, height) = req.size(default_size, default_from, self.vae_scale())?;
+        self.check_lora_tags(req)?;
         for ti in &req.embeddings {
             ti.check_width(self.text_encoder.config().hidden_size)?;
         }
@@ -398,6 +399,7 @@ impl Pipeline {
             clip_skip: req.clip_skip,
             denoising_strength: plan.start.map(|(s, _)| s as f32),
             embeddings: self.used_embedding_hashes(req),
+            loras: self.lora_hashes(),
         }
     }
 }

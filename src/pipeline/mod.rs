@@ -19,7 +19,8 @@
 //! generation asks for), `conditioning` (prompts to text states),
 //! `generate` (the sampling loops), `progress` (callbacks, cancellation),
 //! `image_io`, `output`, `params` (images in and out, PNG metadata),
-//! `atomic` (writing files safely in a shared folder).
+//! `atomic` (writing files safely in a shared folder), `loras` (changing the
+//! LoRAs of a loaded pipeline, prompt tags checked).
 
 mod atomic;
 mod check;
@@ -28,6 +29,7 @@ pub mod embedded;
 mod generate;
 pub mod image_io;
 mod load;
+mod loras;
 pub mod output;
 pub mod params;
 mod progress;
@@ -37,6 +39,7 @@ pub use check::{check, Checked};
 pub use conditioning::{guided, Conditioning};
 pub use generate::{Generated, Generation, OnImage, Report, Timings};
 pub use image_io::RgbImage;
+pub use crate::lora::LoraSpec;
 pub use load::{LoadOptions, ModelSource, Pipeline};
 pub use params::GenerationInfo;
 pub use progress::{Control, NoProgress, Progress, Stage, Step};

@@ -24,6 +24,8 @@ pub struct GenerationInfo {
     pub denoising_strength: Option<f32>,
     /// Textual-inversion triggers used, with their file hashes.
     pub embeddings: Vec<(String, String)>,
+    /// LoRAs merged into the model, `(name, A1111 short hash)`.
+    pub loras: Vec<(String, String)>,
 }
 
 /// Quotes a value the way A1111 does when it contains `,`, `:` or `"`.
@@ -58,6 +60,10 @@ impl GenerationInfo {
         }
         if self.clip_skip > 1 {
             kv.push(("Clip skip", self.clip_skip.to_string()));
+        }
+        if !self.loras.is_empty() {
+            let v: Vec<String> = self.loras.iter().map(|(n, h)| format!("{n}: {h}")).collect();
+            kv.push(("Lora hashes", quote(&v.join(", "))));
         }
         if !self.embeddings.is_empty() {
             let v: Vec<String> = self.embeddings.iter().map(|(n, h)| format!("{n}: {h}")).collect();
@@ -95,6 +101,7 @@ mod tests {
             clip_skip: 2,
             denoising_strength: Some(0.75),
             embeddings: vec![("<teal>".into(), "abc123def0".into())],
+            loras: vec![("fox".into(), "0123456789ab".into()), ("style".into(), "ba9876543210".into())],
         };
         let v = env!("CARGO_PKG_VERSION");
         assert_eq!(
@@ -103,7 +110,7 @@ mod tests {
                 "a red circle on a blue background\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, \
                  Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x768, Model hash: 6ce0161689, \
                  Model: v1-5-pruned-emaonly, Denoising strength: 0.75, Clip skip: 2, \
-                 TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
+                 Lora hashes: \"fox: 0123456789ab, style: ba9876543210\", TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
             )
         );
     }
