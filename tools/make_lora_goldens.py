@@ -39,6 +39,7 @@ Run from the repository root:
 Deterministic (seeded, one torch thread); about a minute on one core.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -227,6 +228,24 @@ def apply_case(pipe, loras):
     pipe.unload_lora_weights()
 
 
+def sorted_sets(config):
+    """PEFT's config with its sets (target_modules) as sorted lists: the file's metadata, and so
+    its hash, would otherwise change with Python's hash seed."""
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+
+
+def a1111_hash(path):
+    """A1111's Lora extension (network.py, hashes.py): with no `sshs_model_hash` metadata,
+    `addnet_hash_safetensors` for .safetensors (SHA-256 of the bytes after the 8-byte length and
+    the header), the plain file SHA-256 otherwise; the infotext shows its first 12 hex digits."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if path.endswith(".safetensors"):
+        n = int.from_bytes(data[:8], "little")
+        data = data[8 + n:]
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     pipe = load_pipe()
@@ -249,8 +268,8 @@ def main():
         OUT,
         unet_lora_layers=get_peft_model_state_dict(p.unet, adapter_name="a"),
         text_encoder_lora_layers=get_peft_model_state_dict(p.text_encoder, adapter_name="a"),
-        unet_lora_adapter_metadata=p.unet.peft_config["a"].to_dict(),
-        text_encoder_lora_adapter_metadata=p.text_encoder.peft_config["a"].to_dict(),
+        unet_lora_adapter_metadata=sorted_sets(p.unet.peft_config["a"].to_dict()),
+        text_encoder_lora_adapter_metadata=sorted_sets(p.text_encoder.peft_config["a"].to_dict()),
         weight_name="lora_a_peft.safetensors",
     )
     peft_keys = sorted(load_file(os.path.join(OUT, "lora_a_peft.safetensors")))
@@ -319,7 +338,8 @@ def main():
     save_file(goldens, os.path.join(OUT, "goldens.safetensors"), metadata=versions())
     save_file(fused, os.path.join(OUT, "fused.safetensors"), metadata=versions())
     with open(os.path.join(OUT, "cases.json"), "w") as f:
-        json.dump(dict(versions=versions(), cases=cases), f, indent=1)
+        hashes = {f: a1111_hash(os.path.join(OUT, f)) for f in sources}
+        json.dump(dict(versions=versions(), a1111_hashes=hashes, cases=cases), f, indent=1)
         f.write("\n")
 
 

@@ -18,14 +18,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use sd_wgpu::lora::{specs_for_prompt, LoraDir};
 use sd_wgpu::models::{memory_summary, Tiling};
 use sd_wgpu::pipeline::image_io::default_size;
 use sd_wgpu::pipeline::output::{encode_png, Naming, Outputs};
 use sd_wgpu::pipeline::{
-    Generated, LoadOptions, LoraSpec, ModelSource, Pipeline, Request, RgbImage, TextualInversion,
-    Timings,
+    Generated, LoadOptions, LoraSpec, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings,
 };
-use sd_wgpu::lora::{specs_for_prompt, LoraDir};
 use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::Error;
 

@@ -176,7 +176,11 @@ impl LoraFile {
                 return Err(bad(format!(
                     "{format}: {} has no {} tensor to pair with it",
                     has.map_or("a layer", |s| s.as_str()),
-                    if g.down.is_none() { "down (lora_down / lora_A)" } else { "up (lora_up / lora_B)" }
+                    if g.down.is_none() {
+                        "down (lora_down / lora_A)"
+                    } else {
+                        "up (lora_up / lora_B)"
+                    }
                 )));
             };
             let weight = format!("{target}.weight");
@@ -205,8 +209,17 @@ impl LoraFile {
         if !unmatched.is_empty() {
             let what = if layers.is_empty() {
                 "no layer matches this SD 1.x model".to_string()
+            } else if layers.len() == groups.len() {
+                format!(
+                    "its {} layers match this SD 1.x model but other keys are not LoRA tensors",
+                    layers.len()
+                )
             } else {
-                format!("only {} of {} layers match this SD 1.x model", layers.len(), groups.len())
+                format!(
+                    "only {} of {} layers match this SD 1.x model",
+                    layers.len(),
+                    groups.len()
+                )
             };
             return Err(bad(format!(
                 "{format}: {what}; {} keys match no layer: {}",
@@ -247,19 +260,33 @@ fn unsupported_kind(names: &[String], metadata: &BTreeMap<String, String>) -> Op
         ("lora_mid", "LyCORIS LoCon with Tucker decomposition (lora_mid)"),
         ("dora_scale", "DoRA (dora_scale)"),
         ("lora_magnitude_vector", "DoRA (lora_magnitude_vector)"),
-        ("lora_te1_", "an SDXL LoRA (lora_te1_/lora_te2_ keys: two text encoders)"),
-        ("lora_te2_", "an SDXL LoRA (lora_te1_/lora_te2_ keys: two text encoders)"),
-        ("text_encoder_2.", "an SDXL LoRA (text_encoder_2 keys: two text encoders)"),
+        (
+            "lora_te1_",
+            "an SDXL LoRA (lora_te1_/lora_te2_ keys: two text encoders)",
+        ),
+        (
+            "lora_te2_",
+            "an SDXL LoRA (lora_te1_/lora_te2_ keys: two text encoders)",
+        ),
+        (
+            "text_encoder_2.",
+            "an SDXL LoRA (text_encoder_2 keys: two text encoders)",
+        ),
     ];
     for (needle, what) in KINDS {
         if let Some(n) = names.iter().find(|n| n.contains(needle)) {
             return Some(format!("{what}, e.g. {n}"));
         }
     }
-    if let Some(n) = names.iter().find(|n| n.ends_with(".diff") || n.ends_with(".diff_b")) {
+    if let Some(n) = names
+        .iter()
+        .find(|n| n.ends_with(".diff") || n.ends_with(".diff_b"))
+    {
         return Some(format!("a full-weight difference (LyCORIS `diff`), e.g. {n}"));
     }
-    let base = metadata.get("ss_base_model_version").map(|s| s.to_ascii_lowercase());
+    let base = metadata
+        .get("ss_base_model_version")
+        .map(|s| s.to_ascii_lowercase());
     if let Some(b) = base.filter(|b| b.starts_with("sdxl")) {
         return Some(format!("an SDXL LoRA (metadata ss_base_model_version = {b})"));
     }

@@ -52,7 +52,10 @@ mod tests {
         assert_eq!(short_hash(b"abc", false), "ba7816bf8f01");
         assert_eq!(short_hash(&u64::MAX.to_le_bytes(), true), short_hash(b"", false));
         let meta = |v: &str| BTreeMap::from([("sshs_model_hash".to_string(), v.to_string())]);
-        assert_eq!(trained_hash(&meta("ABCDEF0123456789")).as_deref(), Some("abcdef012345"));
+        assert_eq!(
+            trained_hash(&meta("ABCDEF0123456789")).as_deref(),
+            Some("abcdef012345")
+        );
         assert_eq!(trained_hash(&meta("abc, Steps: 1")), None);
     }
 }

@@ -187,9 +187,10 @@ mod tests {
                 "up_blocks.1.resnets.2.conv_shortcut.weight",
             ],
         );
-        let (part, stem, role) =
-            kohya_key("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0.lora_up.weight")
-                .unwrap();
+        let (part, stem, role) = kohya_key(
+            "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0.lora_up.weight",
+        )
+        .unwrap();
         assert_eq!((part, role), (Part::Unet, Some(Role::Up)));
         assert_eq!(
             ix.kohya(stem).as_deref(),
@@ -218,7 +219,11 @@ mod tests {
         );
         assert_eq!(
             k("text_encoder.text_model.encoder.layers.1.mlp.fc2.lora_B.weight"),
-            (Part::TextEncoder, "text_model.encoder.layers.1.mlp.fc2".into(), Role::Up)
+            (
+                Part::TextEncoder,
+                "text_model.encoder.layers.1.mlp.fc2".into(),
+                Role::Up
+            )
         );
         assert_eq!(
             k("down_blocks.1.attentions.0.transformer_blocks.0.attn2.processor.to_out_lora.down.weight"),
@@ -230,7 +235,11 @@ mod tests {
         );
         assert_eq!(
             k("text_encoder.text_model.encoder.layers.0.self_attn.to_k_lora.up.weight"),
-            (Part::TextEncoder, "text_model.encoder.layers.0.self_attn.k_proj".into(), Role::Up)
+            (
+                Part::TextEncoder,
+                "text_model.encoder.layers.0.self_attn.k_proj".into(),
+                Role::Up
+            )
         );
         assert_eq!(
             k("unet.conv_in.alpha"),

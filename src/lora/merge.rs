@@ -108,17 +108,19 @@ impl TensorSource for Merged {
 /// Shapes were checked when the file was matched to the model.
 pub fn add_product(w: &mut [f32], up: &[f32], down: &[f32], r: usize, factor: f32) {
     let k = down.len() / r;
-    w.par_chunks_mut(k).zip(up.par_chunks(r)).for_each(|(row, up_row)| {
-        let mut acc = vec![0.0f32; k]; // one row of up @ down
-        for (i, &u) in up_row.iter().enumerate() {
-            for (a, &v) in acc.iter_mut().zip(&down[i * k..(i + 1) * k]) {
-                *a += u * v;
+    w.par_chunks_mut(k)
+        .zip(up.par_chunks(r))
+        .for_each(|(row, up_row)| {
+            let mut acc = vec![0.0f32; k]; // one row of up @ down
+            for (i, &u) in up_row.iter().enumerate() {
+                for (a, &v) in acc.iter_mut().zip(&down[i * k..(i + 1) * k]) {
+                    *a += u * v;
+                }
             }
-        }
-        for (x, a) in row.iter_mut().zip(acc) {
-            *x += factor * a;
-        }
-    });
+            for (x, a) in row.iter_mut().zip(acc) {
+                *x += factor * a;
+            }
+        });
 }
 
 #[cfg(test)]

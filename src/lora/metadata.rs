@@ -66,7 +66,9 @@ impl AdapterConfigs {
                             v.as_f64()
                                 .filter(|x| x.is_finite() && *x > 0.0)
                                 .map(|x| (name.clone(), x))
-                                .ok_or_else(|| format!("{prefix}{k}[{name:?}] is {v}, expected a positive number"))
+                                .ok_or_else(|| {
+                                    format!("{prefix}{k}[{name:?}] is {v}, expected a positive number")
+                                })
                         })
                         .collect(),
                     Some(v) => Err(format!("{prefix}{k} is {v}, expected an object")),
@@ -110,11 +112,17 @@ impl AdapterConfigs {
     }
 }
 
-/// The value of the first pattern that `module` ends with (after a dot) or equals.
+/// The value of the first pattern that `module` ends with (after a dot) or
+/// equals; a pattern starting with `^` (as diffusers writes them) must be the
+/// whole name. (PEFT reads patterns as regular expressions; module names have
+/// no other special character than `.`, which then matches itself.)
 fn matching(patterns: &BTreeMap<String, f64>, module: &str) -> Option<f64> {
     patterns
         .iter()
-        .find(|(p, _)| module == p.as_str() || module.ends_with(&format!(".{p}")))
+        .find(|(p, _)| match p.strip_prefix('^') {
+            Some(whole) => module == whole,
+            None => module == p.as_str() || module.ends_with(&format!(".{p}")),
+        })
         .map(|(_, v)| *v)
 }
 
@@ -124,16 +132,34 @@ mod tests {
 
     #[test]
     fn peft_config_scales() {
-        let json = r#"{"unet.r": 4, "unet.lora_alpha": 8, "unet.rank_pattern": {"conv1": 2},
+        let json = r#"{"unet.r": 4, "unet.lora_alpha": 8, "unet.rank_pattern": {"conv1": 2, "^up.conv": 1},
             "unet.alpha_pattern": {"down_blocks.0.resnets.0.conv1": 1}, "text_encoder.r": 4,
             "text_encoder.lora_alpha": 2, "text_encoder.use_rslora": true}"#;
         let meta = BTreeMap::from([("lora_adapter_metadata".to_string(), json.to_string())]);
         let c = AdapterConfigs::parse(&meta).unwrap();
-        assert_eq!(c.scale(Part::Unet, "mid_block.attentions.0.proj_in", 4, None), Ok(2.0));
-        assert_eq!(c.scale(Part::Unet, "down_blocks.0.resnets.0.conv1", 2, None), Ok(0.5));
-        assert_eq!(c.scale(Part::Unet, "down_blocks.0.resnets.0.conv1", 2, Some(3.0)), Ok(1.5));
+        assert_eq!(
+            c.scale(Part::Unet, "mid_block.attentions.0.proj_in", 4, None),
+            Ok(2.0)
+        );
+        assert_eq!(
+            c.scale(Part::Unet, "down_blocks.0.resnets.0.conv1", 2, None),
+            Ok(0.5)
+        );
+        assert_eq!(
+            c.scale(Part::Unet, "down_blocks.0.resnets.0.conv1", 2, Some(3.0)),
+            Ok(1.5)
+        );
+        assert_eq!(c.scale(Part::Unet, "up.conv", 1, None), Ok(8.0));
+        assert_eq!(
+            c.scale(Part::Unet, "x.up.conv", 4, None),
+            Ok(2.0),
+            "^ anchors at the start"
+        );
         assert_eq!(c.scale(Part::TextEncoder, "text_model.x", 4, None), Ok(1.0));
-        assert!(c.scale(Part::Unet, "conv_in", 3, None).unwrap_err().contains("rank 4"));
+        assert!(c
+            .scale(Part::Unet, "conv_in", 3, None)
+            .unwrap_err()
+            .contains("rank 4"));
         assert_eq!(AdapterConfigs::default().scale(Part::Unet, "a", 7, None), Ok(1.0));
         let dora = BTreeMap::from([(
             "lora_adapter_metadata".to_string(),

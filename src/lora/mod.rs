@@ -161,10 +161,16 @@ mod tests {
     #[test]
     fn lora_flag_values() {
         let s = parse_lora_arg("dir/fox.safetensors:-0.5").unwrap();
-        assert_eq!((s.path.as_path(), s.name.as_str(), s.unet_weight), (Path::new("dir/fox.safetensors"), "fox", -0.5));
+        assert_eq!(
+            (s.path.as_path(), s.name.as_str(), s.unet_weight),
+            (Path::new("dir/fox.safetensors"), "fox", -0.5)
+        );
         assert_eq!(s.text_encoder_weight, -0.5);
         let s = parse_lora_arg(r"C:\loras\x.safetensors").unwrap();
-        assert_eq!((s.path.as_path(), s.unet_weight), (Path::new(r"C:\loras\x.safetensors"), 1.0));
+        assert_eq!(
+            (s.path.as_path(), s.unet_weight),
+            (Path::new(r"C:\loras\x.safetensors"), 1.0)
+        );
         assert!(parse_lora_arg("x.pt:inf").unwrap_err().contains("finite"));
         assert!(parse_lora_arg(":1").is_err());
     }

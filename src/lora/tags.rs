@@ -148,7 +148,10 @@ impl LoraDir {
                     stack.push(path);
                     continue;
                 }
-                let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+                let ext = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_ascii_lowercase);
                 if !ext.is_some_and(|e| EXTENSIONS.contains(&e.as_str())) {
                     continue;
                 }
@@ -192,7 +195,11 @@ impl LoraDir {
                 };
                 return Err(Error::invalid(
                     "--lora-dir",
-                    format!("no LoRA named {:?} in {}; it has: {has}", tag.name, self.dir.display()),
+                    format!(
+                        "no LoRA named {:?} in {}; it has: {has}",
+                        tag.name,
+                        self.dir.display()
+                    ),
                 ));
             }
         };
@@ -217,7 +224,10 @@ pub fn specs_for_prompt(
     if let Some(t) = scan(negative_prompt).first() {
         return Err(Error::invalid(
             "--negative-prompt",
-            format!("{}: LoRA tags belong in the prompt", &negative_prompt[t.0.clone()]),
+            format!(
+                "{}: LoRA tags belong in the prompt",
+                &negative_prompt[t.0.clone()]
+            ),
         ));
     }
     let mut specs = fixed.to_vec();
@@ -250,10 +260,18 @@ mod tests {
         let p = "a fox <lora:fox_v2:0.8>, snow <lora:style:0.5:1.2> <lyco:x> <lora:y:te=0.3:unet=-1>";
         assert_eq!(
             parse_tags(p, "--prompt").unwrap(),
-            vec![tag("fox_v2", 0.8, 0.8), tag("style", 0.5, 1.2), tag("x", 1.0, 1.0), tag("y", 0.3, -1.0)]
+            vec![
+                tag("fox_v2", 0.8, 0.8),
+                tag("style", 0.5, 1.2),
+                tag("x", 1.0, 1.0),
+                tag("y", 0.3, -1.0)
+            ]
         );
         assert_eq!(strip_tags(p), "a fox , snow   ");
-        assert_eq!(strip_tags("a <b> c <d:> <e f:1> <lora:z"), "a <b> c <d:> <e f:1> <lora:z");
+        assert_eq!(
+            strip_tags("a <b> c <d:> <e f:1> <lora:z"),
+            "a <b> c <d:> <e f:1> <lora:z"
+        );
         assert!(parse_tags("<lora:z>", "--prompt").is_ok());
     }
 
@@ -270,9 +288,16 @@ mod tests {
             let e = parse_tags(p, "--prompt").unwrap_err().to_string();
             assert!(e.contains(want) && e.contains("--prompt"), "{p}: {e}");
         }
-        let e = specs_for_prompt("a", "b <lora:x:1>", &[], None).unwrap_err().to_string();
-        assert!(e.contains("--negative-prompt") && e.contains("belong in the prompt"), "{e}");
-        let e = specs_for_prompt("a <lora:x:1>", "", &[], None).unwrap_err().to_string();
+        let e = specs_for_prompt("a", "b <lora:x:1>", &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--negative-prompt") && e.contains("belong in the prompt"),
+            "{e}"
+        );
+        let e = specs_for_prompt("a <lora:x:1>", "", &[], None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs --lora-dir"), "{e}");
     }
 
@@ -286,11 +311,17 @@ mod tests {
         let d = LoraDir::scan(&dir, "--lora-dir").unwrap();
         assert_eq!(d.names(), vec!["a", "b"]);
         let spec = d.resolve(&tag("b", 0.5, 0.25)).unwrap();
-        assert_eq!((spec.path, spec.unet_weight, spec.text_encoder_weight), (dir.join("sub/b.pt"), 0.25, 0.5));
+        assert_eq!(
+            (spec.path, spec.unet_weight, spec.text_encoder_weight),
+            (dir.join("sub/b.pt"), 0.25, 0.5)
+        );
         let e = d.resolve(&tag("a", 1.0, 1.0)).unwrap_err().to_string();
         assert!(e.contains("ambiguous"), "{e}");
         let e = d.resolve(&tag("c", 1.0, 1.0)).unwrap_err().to_string();
-        assert!(e.contains("no LoRA named \"c\"") && e.contains("it has: a, b"), "{e}");
+        assert!(
+            e.contains("no LoRA named \"c\"") && e.contains("it has: a, b"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -40,7 +40,12 @@ impl Pipeline {
         let triggers = Triggers::new(&self.tokenizer, &embeddings, width)?;
         let guided = guided(req.cfg_scale);
         let (states, len) = if guided {
-            let (pos, neg) = chunk_pair(&self.tokenizer, &triggers, &strip_tags(&req.prompt), &req.negative_prompt)?;
+            let (pos, neg) = chunk_pair(
+                &self.tokenizer,
+                &triggers,
+                &strip_tags(&req.prompt),
+                &req.negative_prompt,
+            )?;
             let mut states = self.encode_chunks(&neg, &embeddings, req.clip_skip)?;
             states.extend(self.encode_chunks(&pos, &embeddings, req.clip_skip)?);
             (states, pos.chunks.len() * crate::text::CHUNK_LEN)
@@ -60,7 +65,12 @@ impl Pipeline {
         let embeddings: Vec<Embedding> = req.embeddings.iter().map(|t| t.embedding.clone()).collect();
         let width = self.text_encoder.config().hidden_size;
         let triggers = Triggers::new(&self.tokenizer, &embeddings, width)?;
-        let (pos, neg) = chunk_pair(&self.tokenizer, &triggers, &strip_tags(&req.prompt), &req.negative_prompt)?;
+        let (pos, neg) = chunk_pair(
+            &self.tokenizer,
+            &triggers,
+            &strip_tags(&req.prompt),
+            &req.negative_prompt,
+        )?;
         Ok(used_embeddings(embeddings.len(), &[&pos, &neg]))
     }
 

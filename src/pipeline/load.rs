@@ -137,7 +137,11 @@ impl Pipeline {
         let dtype = opts
             .dtype
             .unwrap_or(if device.is_gpu() { DType::F16 } else { DType::F32 });
-        let loras = LoraSet::open(ck.unet.weights.clone(), ck.text_encoder.weights.clone(), &opts.loras)?;
+        let loras = LoraSet::open(
+            ck.unet.weights.clone(),
+            ck.text_encoder.weights.clone(),
+            &opts.loras,
+        )?;
         let text_encoder = ClipTextModel::load(loras.source(Part::TextEncoder), clip_cfg, &device, dtype)?;
         let unet = UNet::load(loras.source(Part::Unet), &ck.unet.config, &device, dtype)?;
         let vae = Vae::load(ck.vae.weights.clone(), &ck.vae.config, &device, DType::F32)?;

@@ -51,7 +51,10 @@ impl Pipeline {
     /// at the tag's weights; the negative prompt has none.
     pub(super) fn check_lora_tags(&self, req: &Request) -> Result<()> {
         if !parse_tags(&req.negative_prompt, "--negative-prompt")?.is_empty() {
-            return Err(Error::invalid("--negative-prompt", "LoRA tags belong in the prompt"));
+            return Err(Error::invalid(
+                "--negative-prompt",
+                "LoRA tags belong in the prompt",
+            ));
         }
         for tag in parse_tags(&req.prompt, "--prompt")? {
             let loaded = self.loras().iter().any(|s| {
@@ -63,7 +66,12 @@ impl Pipeline {
                 let have: Vec<String> = self
                     .loras()
                     .iter()
-                    .map(|s| format!("{} (UNet {}, text encoder {})", s.name, s.unet_weight, s.text_encoder_weight))
+                    .map(|s| {
+                        format!(
+                            "{} (UNet {}, text encoder {})",
+                            s.name, s.unet_weight, s.text_encoder_weight
+                        )
+                    })
                     .collect();
                 return Err(Error::invalid(
                     "--prompt",

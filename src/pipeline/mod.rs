@@ -35,11 +35,11 @@ pub mod params;
 mod progress;
 mod request;
 
+pub use crate::lora::LoraSpec;
 pub use check::{check, Checked};
 pub use conditioning::{guided, Conditioning};
 pub use generate::{Generated, Generation, OnImage, Report, Timings};
 pub use image_io::RgbImage;
-pub use crate::lora::LoraSpec;
 pub use load::{LoadOptions, ModelSource, Pipeline};
 pub use params::GenerationInfo;
 pub use progress::{Control, NoProgress, Progress, Stage, Step};

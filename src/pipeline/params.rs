@@ -101,7 +101,10 @@ mod tests {
             clip_skip: 2,
             denoising_strength: Some(0.75),
             embeddings: vec![("<teal>".into(), "abc123def0".into())],
-            loras: vec![("fox".into(), "0123456789ab".into()), ("style".into(), "ba9876543210".into())],
+            loras: vec![
+                ("fox".into(), "0123456789ab".into()),
+                ("style".into(), "ba9876543210".into()),
+            ],
         };
         let v = env!("CARGO_PKG_VERSION");
         assert_eq!(
