@@ -9,6 +9,7 @@ mod auth;
 mod common;
 mod concurrency;
 mod limits;
+mod loras;
 mod native;
 mod openai;
 mod ops;
