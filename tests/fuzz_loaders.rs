@@ -378,7 +378,7 @@ fn fuzz_embeddings() {
 fn fuzz_loras() {
     let lora = |f: &str| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/lora")
+            .join("tests/fixtures/lora/loras")
             .join(f)
     };
     for (file, seed) in [

@@ -1,5 +1,5 @@
 //! LoRA conformance: LoRA files merged by sd-wgpu against diffusers 0.42's
-//! `load_lora_weights` + `fuse_lora` (tests/fixtures/lora/, written by
+//! `load_lora_weights` + `fuse_lora` (tests/fixtures/lora/, LoRA files in loras/, written by
 //! tools/make_lora_goldens.py on the tiny model of tests/fixtures/pipeline):
 //! a kohya LoRA (linears and LoCon convs, text encoder and UNet, ranks 4 and
 //! 2, alpha 3), the same LoRA as diffusers/PEFT saves it, two LoRAs at once
@@ -63,7 +63,7 @@ fn cases() -> Value {
 
 /// The LoRAs of a case as the prompt tags name them in the fixture folder.
 fn specs(case: &Value) -> Vec<LoraSpec> {
-    let dir = LoraDir::scan(&fixture(), "--lora-dir").unwrap();
+    let dir = LoraDir::scan(&fixture().join("loras"), "--lora-dir").unwrap();
     specs_for_prompt(case["tagged_prompt"].as_str().unwrap(), "", &[], Some(&dir)).unwrap()
 }
 

@@ -4,7 +4,7 @@
 Base model: the tiny SD 1.x pipeline model of tests/fixtures/pipeline/model
 (tools/make_pipeline_goldens.py), f16-stored, run in float32.
 
-1. Two random LoRAs for it, as users have them (f16 tensors):
+1. Two random LoRAs for it, as users have them (f16 tensors), in `loras/`:
    - `lora_a.safetensors`, kohya/A1111 names (`lora_unet_...`, `lora_te_...`):
      text-encoder attention and MLP linears, UNet attention linears, the
      1x1 `proj_in`/`proj_out` convs, and LoCon convs (resnet 3x3 `conv1`/`conv2`
@@ -67,6 +67,8 @@ torch.set_num_threads(1)
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MODEL = os.path.join(REPO, "tests", "fixtures", "pipeline", "model")
 OUT = os.path.join(REPO, "tests", "fixtures", "lora")
+# The LoRA files, alone in their folder: it is the tests' `--lora-dir`.
+LORAS = os.path.join(OUT, "loras")
 
 # The pipeline fixture's txt2img_ddim case, so that "no LoRA" is that golden.
 PROMPT = "a red fox sitting in the snow, highly detailed"
@@ -215,7 +217,7 @@ def apply_case(pipe, loras):
     names = []
     for i, (file, te_w, unet_w) in enumerate(loras):
         name = f"l{i}"
-        pipe.load_lora_weights(OUT, weight_name=file, adapter_name=name)
+        pipe.load_lora_weights(LORAS, weight_name=file, adapter_name=name)
         names.append(name)
     if len(loras) == 1 and loras[0][1] != loras[0][2]:
         _, te_w, unet_w = loras[0]
@@ -247,7 +249,7 @@ def a1111_hash(path):
 
 
 def main():
-    os.makedirs(OUT, exist_ok=True)
+    os.makedirs(LORAS, exist_ok=True)
     pipe = load_pipe()
     base = {p: {k: v.clone() for k, v in sd.items()} for p, sd in weights_of(pipe).items()}
 
@@ -256,23 +258,23 @@ def main():
                         A_ALPHAS, 4, 2)
     lora_b = make_kohya(base, [("text_encoder", m) for m in B_TE] + [("unet", m) for m in B_UNET], g,
                         None, 8, 8)
-    save_file(lora_a, os.path.join(OUT, "lora_a.safetensors"), metadata={"ss_network_module": "networks.lora"})
-    torch.save(lora_b, os.path.join(OUT, "lora_b.pt"))
+    save_file(lora_a, os.path.join(LORAS, "lora_a.safetensors"), metadata={"ss_network_module": "networks.lora"})
+    torch.save(lora_b, os.path.join(LORAS, "lora_b.pt"))
     sources = {"lora_a.safetensors": lora_a, "lora_b.pt": lora_b,
                "lora_a_peft.safetensors": lora_a}
 
     # LoRA A as diffusers saves it (PEFT names, configs in the metadata).
     p = load_pipe()
-    p.load_lora_weights(OUT, weight_name="lora_a.safetensors", adapter_name="a")
+    p.load_lora_weights(LORAS, weight_name="lora_a.safetensors", adapter_name="a")
     StableDiffusionPipeline.save_lora_weights(
-        OUT,
+        LORAS,
         unet_lora_layers=get_peft_model_state_dict(p.unet, adapter_name="a"),
         text_encoder_lora_layers=get_peft_model_state_dict(p.text_encoder, adapter_name="a"),
         unet_lora_adapter_metadata=sorted_sets(p.unet.peft_config["a"].to_dict()),
         text_encoder_lora_adapter_metadata=sorted_sets(p.text_encoder.peft_config["a"].to_dict()),
         weight_name="lora_a_peft.safetensors",
     )
-    peft_keys = sorted(load_file(os.path.join(OUT, "lora_a_peft.safetensors")))
+    peft_keys = sorted(load_file(os.path.join(LORAS, "lora_a_peft.safetensors")))
     print("PEFT file keys, e.g.:", peft_keys[0], peft_keys[-1])
     del p
 
@@ -338,7 +340,7 @@ def main():
     save_file(goldens, os.path.join(OUT, "goldens.safetensors"), metadata=versions())
     save_file(fused, os.path.join(OUT, "fused.safetensors"), metadata=versions())
     with open(os.path.join(OUT, "cases.json"), "w") as f:
-        hashes = {f: a1111_hash(os.path.join(OUT, f)) for f in sources}
+        hashes = {f: a1111_hash(os.path.join(LORAS, f)) for f in sources}
         json.dump(dict(versions=versions(), a1111_hashes=hashes, cases=cases), f, indent=1)
         f.write("\n")
 

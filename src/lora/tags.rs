@@ -166,6 +166,13 @@ impl LoraDir {
         })
     }
 
+    /// Every file with the name tags use for it, sorted by name.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.files
+            .iter()
+            .flat_map(|(name, paths)| paths.iter().map(move |p| (name.as_str(), p.as_path())))
+    }
+
     /// The names tags may use, sorted.
     pub fn names(&self) -> Vec<&str> {
         self.files.keys().map(String::as_str).collect()

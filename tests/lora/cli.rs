@@ -15,7 +15,7 @@ const DEFAULTS: [(&str, &str); 6] = [
 fn flags_and_tags_reach_the_image_metadata() {
     let dir = tmp("lora-cli");
     let m = model();
-    let fixture = super::fixture();
+    let fixture = super::fixture().join("loras");
     let lora_a = fixture.join("lora_a.safetensors");
     let flag = format!("{}:0.5", lora_a.display());
     let (model, loras) = (m.to_str().unwrap(), fixture.to_str().unwrap());
@@ -73,7 +73,7 @@ fn flags_and_tags_reach_the_image_metadata() {
 fn bad_lora_flags_are_one_line_errors() {
     let dir = tmp("lora-cli-bad");
     let m = model();
-    let fixture = super::fixture();
+    let fixture = super::fixture().join("loras");
     let (model, loras) = (m.to_str().unwrap(), fixture.to_str().unwrap());
     let run = |extra: &[&str]| {
         let mut args = vec!["--model", model];

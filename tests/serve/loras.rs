@@ -16,7 +16,7 @@ fn root() -> PathBuf {
 #[test]
 fn prompt_tags_pick_each_jobs_loras() {
     let model = root().join("pipeline/model");
-    let loras = root().join("lora");
+    let loras = root().join("lora/loras");
     let server = Server::start(&[
         "--model",
         model.to_str().unwrap(),
@@ -60,6 +60,17 @@ fn prompt_tags_pick_each_jobs_loras() {
         params.contains("Lora hashes: \"lora_a: a79ba973f188, lora_b: b961f5cf5637\""),
         "{params}"
     );
+
+    // A1111's list, as clients read it to offer the tags.
+    let list = server.get("/sdapi/v1/loras").json();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["lora_a", "lora_a_peft", "lora_b"]);
+    assert!(list[2]["path"].as_str().unwrap().ends_with("lora_b.pt"), "{list}");
 
     let bad = t2i("a fox <lora:nope:1>");
     assert_eq!(bad.status, 422, "{}", bad.text());
