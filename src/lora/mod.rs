@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 pub use file::{Bases, Format, Layer, LoraFile};
 pub use keys::Part;
-pub use merge::{add_product, Applied};
+use merge::Applied;
 pub use tags::{parse_tags, specs_for_prompt, strip_tags, LoraDir, Tag};
 
 use crate::weights::TensorSource;
