@@ -9,7 +9,8 @@
 //! - The merge, weight for weight: every weight a LoRA changes against the
 //!   weight diffusers holds after `fuse_lora` (both f32 from the same f16
 //!   tensors; only the summation order of `up @ down` differs), and every
-//!   other weight unchanged.
+//!   other weight unchanged. The PEFT file renamed to diffusers' older names
+//!   (`processor.to_q_lora`, `lora_linear_layer`, `.lora.down`) merges the same.
 //! - End to end, through the prompt tags and `--lora-dir` lookup: the images
 //!   against diffusers' with the bounds of tests/pipeline_e2e.rs (f32 PSNR >=
 //!   90 dB, f16 >= 45 dB), on the CPU and the GPU; then the LoRAs removed
@@ -267,4 +268,99 @@ fn a_tag_the_pipeline_has_not_merged_is_refused() {
         .expect("refused")
         .to_string();
     assert!(e.contains("--negative-prompt"), "{e}");
+}
+
+/// diffusers' names before PEFT (attention processors `to_q_lora`, `lora_linear_layer`,
+/// `.lora.down`), made from the PEFT file by renaming only: the merge must be the one
+/// diffusers fused from the PEFT file.
+#[test]
+fn older_diffusers_names_merge_the_same() {
+    let peft = SafetensorsFile::open(fixture().join("loras/lora_a_peft.safetensors")).unwrap();
+    let rename = |key: &str| -> String {
+        let (path, role) = match key.strip_suffix(".lora_A.weight") {
+            Some(p) => (p, "down"),
+            None => (key.strip_suffix(".lora_B.weight").unwrap(), "up"),
+        };
+        let (parent, leaf) = path.rsplit_once('.').unwrap();
+        let attn = ["to_q", "to_k", "to_v"].contains(&leaf) || path.ends_with(".to_out.0");
+        if let Some(te) = path.strip_prefix("text_encoder.") {
+            let te = if te.starts_with("text_model.") {
+                te.to_string()
+            } else {
+                format!("text_model.{te}")
+            };
+            let (parent, leaf) = te.rsplit_once('.').unwrap();
+            return match leaf
+                .strip_suffix("_proj")
+                .filter(|_| parent.ends_with("self_attn"))
+            {
+                Some(which) => format!("text_encoder.{parent}.to_{which}_lora.{role}.weight"),
+                None => format!("text_encoder.{te}.lora_linear_layer.{role}.weight"),
+            };
+        }
+        if attn {
+            let (parent, which) = match path.strip_suffix(".to_out.0") {
+                Some(p) => (p, "out"),
+                None => (parent, leaf.strip_prefix("to_").unwrap()),
+            };
+            // The first diffusers files had no `unet.` prefix.
+            return format!(
+                "{}.processor.to_{which}_lora.{role}.weight",
+                parent.strip_prefix("unet.").unwrap()
+            );
+        }
+        format!("{path}.lora.{role}.weight")
+    };
+    let tensors: Vec<write::T> = peft
+        .names()
+        .iter()
+        .map(|n| {
+            let info = peft.info(n).unwrap();
+            (
+                rename(n),
+                info.shape,
+                peft.read(n, DType::F32).unwrap().to_f32().into_owned(),
+            )
+        })
+        .collect();
+    assert!(tensors.iter().any(|t| t.0.contains("processor.to_out_lora.down")));
+    let dir = cli::tmp("lora-old-names");
+    let path = dir.join("old.safetensors");
+    let meta = peft.metadata().get("lora_adapter_metadata").unwrap().clone();
+    write::safetensors(&path, &tensors, &[("lora_adapter_metadata", &meta)]);
+
+    let ck = sd_wgpu::checkpoint::open(model()).unwrap();
+    let fused = SafetensorsFile::open(fixture().join("fused.safetensors")).unwrap();
+    let set = LoraSet::open(
+        ck.unet.weights.clone(),
+        ck.text_encoder.weights.clone(),
+        &[LoraSpec::file(&path, 0.8)],
+    )
+    .unwrap();
+    let mut checked = 0;
+    for name in fused.names().iter().filter(|n| n.starts_with("peft/")) {
+        let (_, rest) = name.split_once('/').unwrap();
+        let (part, weight) = rest.split_once('/').unwrap();
+        let part = if part == "unet" {
+            Part::Unet
+        } else {
+            Part::TextEncoder
+        };
+        let ours = set
+            .source(part)
+            .read(weight, DType::F32)
+            .unwrap()
+            .to_f32()
+            .into_owned();
+        let want = fused.read(name, DType::F32).unwrap().to_f32().into_owned();
+        let peak = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = ours
+            .iter()
+            .zip(&want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-6 * peak.max(1.0), "{weight}: {diff:e}");
+        checked += 1;
+    }
+    assert_eq!(checked, 25);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
