@@ -66,6 +66,15 @@ fn flags_and_tags_reach_the_image_metadata() {
     assert!(r.ok, "{}", r.stderr);
     assert!(parameters(&dir.join("p-0.png")).contains("Lora hashes: \"lora_a: a79ba973f188\""));
     assert!(!parameters(&dir.join("p-1.png")).contains("Lora hashes"));
+
+    // The token counter counts what the text encoder sees: no tag.
+    let r = sd(&dir, &["tokenize", "a fox <lora:lora_a:1>"]);
+    assert!(
+        r.ok && r.stdout.trim_end().ends_with("2/75"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
