@@ -1,8 +1,8 @@
-//! `sd-wgpu txt2img` and `sd-wgpu img2img`: flags, checks, and the run.
+//! `sd-wgpu txt2img`, `sd-wgpu img2img` and `sd-wgpu inpaint`: flags, checks, and the run.
 //!
 //! Order of work, so that mistakes cost nothing: every flag is checked, the
 //! prompts read, the output files planned (the folder takes files, the
-//! no-overwrite rule) and the inputs (embeddings, img2img image) read before
+//! no-overwrite rule) and the inputs (embeddings, image, mask) read before
 //! the model is loaded. The model is loaded once for all prompts; each image
 //! is written as soon as it is decoded, so Ctrl-C or a crash loses at most
 //! the image in progress.
@@ -22,7 +22,8 @@ use sd_wgpu::models::{memory_summary, Tiling};
 use sd_wgpu::pipeline::image_io::default_size;
 use sd_wgpu::pipeline::output::{encode_png, Naming, Outputs};
 use sd_wgpu::pipeline::{
-    Generated, LoadOptions, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings,
+    Generated, LoadOptions, Mask, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings,
+    DEFAULT_MASK_BLUR,
 };
 use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::Error;
@@ -32,7 +33,7 @@ use super::interrupt::{self, Interrupted};
 use super::progress_bar::Bar;
 use super::stdout::Stdout;
 
-/// The flags txt2img and img2img share.
+/// The flags txt2img, img2img and inpaint share.
 #[derive(clap::Args)]
 pub struct CommonArgs {
     /// What to draw (or --prompt-file). A1111 syntax: (word:1.2), [word], BREAK; any length.
@@ -65,7 +66,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N", value_parser = flags::seed, allow_negative_numbers = true)]
     pub seed: Option<Seed>,
     /// Image width in pixels, a multiple of 8 (default: the model's native size;
-    /// img2img: the input's width rounded down to a multiple of 8).
+    /// img2img, inpaint: the input's width rounded down to a multiple of 8).
     #[arg(long, value_name = "N")]
     pub width: Option<usize>,
     /// Image height in pixels, a multiple of 8 (defaults as --width).
@@ -123,15 +124,81 @@ pub struct Img2ImgArgs {
     pub common: CommonArgs,
 }
 
+#[derive(clap::Args)]
+pub struct InpaintArgs {
+    /// The image to repaint (formats as img2img's).
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// The mask, the image's size: white repaints, black keeps (any image: its luminance, or
+    /// its alpha where it has transparent pixels, as A1111 reads a painted layer).
+    #[arg(long, value_name = "FILE")]
+    pub mask: PathBuf,
+    /// How much of the schedule runs: 1 repaints the masked area from noise (diffusers'
+    /// default); below 1 starts from the image there, as img2img.
+    #[arg(long, value_name = "F", default_value_t = 1.0, allow_hyphen_values = true)]
+    pub strength: f64,
+    /// Gaussian blur radius of the mask in pixels before it is cut at 50% grey (A1111's "Mask
+    /// blur", default as A1111's); 0 uses the mask as drawn, as diffusers.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MASK_BLUR)]
+    pub mask_blur: usize,
+    /// Repaint the black area instead (A1111's "Inpaint not masked").
+    #[arg(long)]
+    pub invert_mask: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// What a run starts from besides the prompt.
+enum Input {
+    Txt2img,
+    Img2img { image: PathBuf, strength: f64 },
+    Inpaint(InpaintInput),
+}
+
+/// What `sd-wgpu inpaint` adds to the common flags.
+struct InpaintInput {
+    image: PathBuf,
+    mask: PathBuf,
+    strength: f64,
+    mask_blur: usize,
+    invert_mask: bool,
+}
+
+impl Input {
+    /// The input image and the strength, for img2img and inpainting.
+    fn image(&self) -> Option<(&PathBuf, f64)> {
+        match self {
+            Input::Txt2img => None,
+            Input::Img2img { image, strength } => Some((image, *strength)),
+            Input::Inpaint(a) => Some((&a.image, a.strength)),
+        }
+    }
+}
+
 pub fn run_txt2img(args: Txt2ImgArgs) -> anyhow::Result<()> {
-    run(args.common, None)
+    run(args.common, Input::Txt2img)
 }
 
 pub fn run_img2img(args: Img2ImgArgs) -> anyhow::Result<()> {
-    run(args.common, Some((args.image, args.strength)))
+    let input = Input::Img2img {
+        image: args.image,
+        strength: args.strength,
+    };
+    run(args.common, input)
 }
 
-fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> {
+pub fn run_inpaint(args: InpaintArgs) -> anyhow::Result<()> {
+    let input = Input::Inpaint(InpaintInput {
+        image: args.image,
+        mask: args.mask,
+        strength: args.strength,
+        mask_blur: args.mask_blur,
+        invert_mask: args.invert_mask,
+    });
+    run(args.common, input)
+}
+
+fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
     let say = |line: String| {
         if !args.quiet {
             eprintln!("{line}");
@@ -153,10 +220,10 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
         height: args.height,
         batch: args.batch,
         clip_skip: args.clip_skip,
-        strength: img2img.as_ref().map_or(0.75, |(_, s)| *s),
+        strength: input.image().map_or(0.75, |(_, s)| s),
         embeddings: Vec::new(),
     };
-    match img2img {
+    match input.image() {
         Some(_) => {
             req.check_img2img()?;
         }
@@ -166,9 +233,12 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
     let dtype = args.device.dtype;
     let vae_tiling = args.vae_tiling;
     let source = model_source(args.model.as_ref())?;
-    if let Some((path, _)) = &img2img {
+    if let Some((path, _)) = input.image() {
         must_exist("--image", path)?;
         check_image_size(&req, path)?;
+    }
+    if let Input::Inpaint(a) = &input {
+        must_exist("--mask", &a.mask)?;
     }
     for path in &args.embeddings {
         must_exist("--embedding", path)?;
@@ -190,9 +260,13 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
     for path in &args.embeddings {
         req.embeddings.push(TextualInversion::load(path)?);
     }
-    let image = match &img2img {
+    let image = match input.image() {
         Some((path, _)) => Some(RgbImage::load(path)?),
         None => None,
+    };
+    let mask = match (&input, &image) {
+        (Input::Inpaint(a), Some(img)) => Some(load_mask(a, img)?),
+        _ => None,
     };
     if random_seed {
         say(format!("seed {} (random; pass --seed to repeat)", req.seed));
@@ -257,9 +331,10 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
             write_time += t.elapsed();
             Ok(())
         };
-        let report = match &image {
-            Some(img) => pipe.img2img_each(&req, img, &mut bar, &mut on_image),
-            None => pipe.txt2img_each(&req, &mut bar, &mut on_image),
+        let report = match (&image, &mask) {
+            (Some(img), Some(mask)) => pipe.inpaint_each(&req, img, mask, &mut bar, &mut on_image),
+            (Some(img), None) => pipe.img2img_each(&req, img, &mut bar, &mut on_image),
+            _ => pipe.txt2img_each(&req, &mut bar, &mut on_image),
         };
         match report {
             Ok(r) => add_timings(&mut timings, r.timings),
@@ -345,6 +420,18 @@ fn check_image_size(req: &Request, path: &Path) -> anyhow::Result<()> {
     let from = format!("--image {} ({w}x{h} px)", path.display());
     req.size(default_size(w, h, 8), &from, 8)?;
     Ok(())
+}
+
+/// The `--mask` file, blurred and inverted as asked, checked against the `--image` it masks.
+fn load_mask(a: &InpaintInput, image: &RgbImage) -> anyhow::Result<Mask> {
+    let mut mask = Mask::load(&a.mask)?.with_blur(a.mask_blur);
+    if a.invert_mask {
+        mask = mask.inverted();
+    }
+    let what = format!("--mask {}", a.mask.display());
+    let image_what = format!("--image {}", a.image.display());
+    mask.check(&what, (image.width, image.height), &image_what)?;
+    Ok(mask)
 }
 
 /// A seed in 0..2^32 from the OS's randomness (A1111's range; torch's

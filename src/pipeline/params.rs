@@ -20,8 +20,10 @@ pub struct GenerationInfo {
     pub model_name: String,
     /// Only written when not 1, as A1111 does.
     pub clip_skip: usize,
-    /// img2img only.
+    /// img2img and inpainting only.
     pub denoising_strength: Option<f32>,
+    /// Inpainting only: the mask's blur radius in pixels.
+    pub mask_blur: Option<usize>,
     /// Textual-inversion triggers used, with their file hashes.
     pub embeddings: Vec<(String, String)>,
 }
@@ -59,6 +61,11 @@ impl GenerationInfo {
         if self.clip_skip > 1 {
             kv.push(("Clip skip", self.clip_skip.to_string()));
         }
+        // A1111 adds it to `extra_generation_params` when the job has a mask, before the
+        // prompt's TI hashes.
+        if let Some(b) = self.mask_blur {
+            kv.push(("Mask blur", b.to_string()));
+        }
         if !self.embeddings.is_empty() {
             let v: Vec<String> = self.embeddings.iter().map(|(n, h)| format!("{n}: {h}")).collect();
             kv.push(("TI hashes", quote(&v.join(", "))));
@@ -94,6 +101,7 @@ mod tests {
             model_name: "v1-5-pruned-emaonly".into(),
             clip_skip: 2,
             denoising_strength: Some(0.75),
+            mask_blur: Some(4),
             embeddings: vec![("<teal>".into(), "abc123def0".into())],
         };
         let v = env!("CARGO_PKG_VERSION");
@@ -103,7 +111,7 @@ mod tests {
                 "a red circle on a blue background\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, \
                  Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x768, Model hash: 6ce0161689, \
                  Model: v1-5-pruned-emaonly, Denoising strength: 0.75, Clip skip: 2, \
-                 TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
+                 Mask blur: 4, TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
             )
         );
     }
