@@ -1,4 +1,5 @@
-//! `sd-wgpu txt2img`, `sd-wgpu img2img` and `sd-wgpu inpaint`: flags, checks, and the run.
+//! `sd-wgpu txt2img`, `sd-wgpu img2img` and `sd-wgpu inpaint`: flags, checks, and the run
+//! (inpaint's own flags in inpaint.rs).
 //!
 //! Order of work, so that mistakes cost nothing: every flag is checked, the
 //! prompts read, the output files planned (the folder takes files, the
@@ -22,13 +23,13 @@ use sd_wgpu::models::{memory_summary, Tiling};
 use sd_wgpu::pipeline::image_io::default_size;
 use sd_wgpu::pipeline::output::{encode_png, Naming, Outputs};
 use sd_wgpu::pipeline::{
-    Generated, LoadOptions, Mask, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings,
-    DEFAULT_MASK_BLUR,
+    Generated, LoadOptions, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings,
 };
 use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::Error;
 
 use super::flags::{self, must_exist, DeviceArgs, Seed};
+use super::inpaint::InpaintFlags;
 use super::interrupt::{self, Interrupted};
 use super::progress_bar::Bar;
 use super::stdout::Stdout;
@@ -124,44 +125,11 @@ pub struct Img2ImgArgs {
     pub common: CommonArgs,
 }
 
-#[derive(clap::Args)]
-pub struct InpaintArgs {
-    /// The image to repaint (formats as img2img's).
-    #[arg(long, value_name = "FILE")]
-    pub image: PathBuf,
-    /// The mask, the image's size: white repaints, black keeps (any image: its luminance, or
-    /// its alpha where it has transparent pixels, as A1111 reads a painted layer).
-    #[arg(long, value_name = "FILE")]
-    pub mask: PathBuf,
-    /// How much of the schedule runs: 1 repaints the masked area from noise (diffusers'
-    /// default); below 1 starts from the image there, as img2img.
-    #[arg(long, value_name = "F", default_value_t = 1.0, allow_hyphen_values = true)]
-    pub strength: f64,
-    /// Gaussian blur radius of the mask in pixels before it is cut at 50% grey (A1111's "Mask
-    /// blur", default as A1111's); 0 uses the mask as drawn, as diffusers.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MASK_BLUR)]
-    pub mask_blur: usize,
-    /// Repaint the black area instead (A1111's "Inpaint not masked").
-    #[arg(long)]
-    pub invert_mask: bool,
-    #[command(flatten)]
-    pub common: CommonArgs,
-}
-
 /// What a run starts from besides the prompt.
-enum Input {
+pub(super) enum Input {
     Txt2img,
     Img2img { image: PathBuf, strength: f64 },
-    Inpaint(InpaintInput),
-}
-
-/// What `sd-wgpu inpaint` adds to the common flags.
-struct InpaintInput {
-    image: PathBuf,
-    mask: PathBuf,
-    strength: f64,
-    mask_blur: usize,
-    invert_mask: bool,
+    Inpaint(InpaintFlags),
 }
 
 impl Input {
@@ -187,18 +155,7 @@ pub fn run_img2img(args: Img2ImgArgs) -> anyhow::Result<()> {
     run(args.common, input)
 }
 
-pub fn run_inpaint(args: InpaintArgs) -> anyhow::Result<()> {
-    let input = Input::Inpaint(InpaintInput {
-        image: args.image,
-        mask: args.mask,
-        strength: args.strength,
-        mask_blur: args.mask_blur,
-        invert_mask: args.invert_mask,
-    });
-    run(args.common, input)
-}
-
-fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
+pub(super) fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
     let say = |line: String| {
         if !args.quiet {
             eprintln!("{line}");
@@ -265,7 +222,7 @@ fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
         None => None,
     };
     let mask = match (&input, &image) {
-        (Input::Inpaint(a), Some(img)) => Some(load_mask(a, img)?),
+        (Input::Inpaint(a), Some(img)) => Some(a.load_mask(img)?),
         _ => None,
     };
     if random_seed {
@@ -420,18 +377,6 @@ fn check_image_size(req: &Request, path: &Path) -> anyhow::Result<()> {
     let from = format!("--image {} ({w}x{h} px)", path.display());
     req.size(default_size(w, h, 8), &from, 8)?;
     Ok(())
-}
-
-/// The `--mask` file, blurred and inverted as asked, checked against the `--image` it masks.
-fn load_mask(a: &InpaintInput, image: &RgbImage) -> anyhow::Result<Mask> {
-    let mut mask = Mask::load(&a.mask)?.with_blur(a.mask_blur);
-    if a.invert_mask {
-        mask = mask.inverted();
-    }
-    let what = format!("--mask {}", a.mask.display());
-    let image_what = format!("--image {}", a.image.display());
-    mask.check(&what, (image.width, image.height), &image_what)?;
-    Ok(mask)
 }
 
 /// A seed in 0..2^32 from the OS's randomness (A1111's range; torch's

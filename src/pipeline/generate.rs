@@ -313,17 +313,16 @@ impl Pipeline {
         let mut sampler = plan.sampler.build(&self.scheduler, req.steps)?;
         let mut rng = BatchRng::new(req.seed_of(i), 1);
         let mut inpaint: Option<InpaintState> = None;
-        let mut latents = match (&job.posterior, plan.start) {
-            (post, Some((strength, _))) if job.inpainting.is_some() => {
+        let mut latents = match (&job.inpainting, &job.posterior, plan.start) {
+            (Some(inpainting), post, Some((strength, _))) => {
                 sampler.start_at_strength(strength)?;
-                let inpainting = job.inpainting.as_ref().expect("checked by the guard");
                 let device = self.vae.device();
                 let (latents, state) =
                     inpainting.start(&*sampler, post.as_ref(), strength, &shape, &mut rng, device)?;
                 inpaint = Some(state);
                 latents
             }
-            (Some(post), Some((strength, _))) => {
+            (None, Some(post), Some((strength, _))) => {
                 sampler.start_at_strength(strength)?;
                 let sample_noise = Tensor::from_vec(rng.randn(n), &shape, self.vae.device())?;
                 let clean = post.sample(&sample_noise).to_vec_f32()?; // [1, Z, h, w]

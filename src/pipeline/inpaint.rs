@@ -124,13 +124,15 @@ impl Pipeline {
             self.vae.encode(&x, self.vae_tiling)
         };
         let concat = self.is_inpainting_model();
-        let masked = match concat {
-            true => Some(encode(mask.mask_out(&pixels))?),
-            false => None,
+        let masked = if concat {
+            Some(encode(mask.mask_out(&pixels))?)
+        } else {
+            None
         };
-        let posterior = match !concat || strength < 1.0 {
-            true => Some(encode(pixels)?),
-            false => None,
+        let posterior = if !concat || strength < 1.0 {
+            Some(encode(pixels)?)
+        } else {
+            None
         };
         let inpainting = Inpainting {
             mask: mask.to_latent(self.vae_scale()),
@@ -233,9 +235,10 @@ impl InpaintState<'_> {
         let Some((clean, noise)) = &self.blend else {
             return latents;
         };
-        let proper = match call + 1 < calls {
-            true => sampler.add_noise(clean, noise, call + 1),
-            false => clean.clone(),
+        let proper = if call + 1 < calls {
+            sampler.add_noise(clean, noise, call + 1)
+        } else {
+            clean.clone()
         };
         let hw = self.mask.len();
         latents
