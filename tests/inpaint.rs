@@ -284,7 +284,7 @@ fn black_mask_warns_and_the_png_records_the_mask_blur() {
         strength: 1.0,
         ..Request::new("a cat")
     };
-    let black = Mask::from_luma(64, 64, vec![0; 64 * 64]);
+    let black = Mask::from_luma(64, 64, vec![0; 64 * 64]).unwrap();
     let out = pipe.inpaint(&req, &image, &black, &mut NoProgress).unwrap();
     assert!(
         out.warnings.iter().any(|w| w.contains("nothing to repaint")),
@@ -296,7 +296,7 @@ fn black_mask_warns_and_the_png_records_the_mask_blur() {
     for y in 0..64 {
         luma[y * 64 + 30] = 255;
     }
-    let thin = Mask::from_luma(64, 64, luma);
+    let thin = Mask::from_luma(64, 64, luma).unwrap();
     let out = pipe.inpaint(&req, &image, &thin, &mut NoProgress).unwrap();
     assert!(
         out.warnings.iter().any(|w| w.contains("--mask-blur 4")),
@@ -354,7 +354,7 @@ fn cli_inpaint_matches_diffusers_and_refuses_bad_input() {
     assert!(max <= F32_MAX_U8, "8-bit difference {max} from diffusers' image");
     let params = cli::parameters(&d.join("out.png"));
     assert!(
-        params.contains("Denoising strength: 1, Mask blur: 0,"),
+        params.contains("Denoising strength: 1, Conditional mask weight: 1.0, Mask blur: 0,"),
         "{params}"
     );
 

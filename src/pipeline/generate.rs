@@ -437,6 +437,7 @@ impl Pipeline {
             clip_skip: req.clip_skip,
             denoising_strength: plan.start.map(|(s, _)| s as f32),
             mask_blur: plan.mask_blur,
+            inpainting_conditioning: self.is_inpainting_model(),
             embeddings: self.used_embedding_hashes(req),
         }
     }

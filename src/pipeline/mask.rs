@@ -44,15 +44,33 @@ pub struct PreparedMask {
 }
 
 impl Mask {
-    /// A mask from 8-bit values, with [`DEFAULT_MASK_BLUR`].
-    pub fn from_luma(width: usize, height: usize, luma: Vec<u8>) -> Mask {
-        assert_eq!(luma.len(), width * height, "mask size");
-        Mask {
+    /// A mask from `[H, W]` 8-bit values, with [`DEFAULT_MASK_BLUR`].
+    pub fn from_luma(width: usize, height: usize, luma: Vec<u8>) -> Result<Mask> {
+        let mask = Mask {
             width,
             height,
             luma,
             blur: DEFAULT_MASK_BLUR,
+        };
+        mask.check_data()?;
+        Ok(mask)
+    }
+
+    /// The values fill `width` x `height`, at least 8 pixels a side.
+    fn check_data(&self) -> Result<()> {
+        if self.luma.len() != self.width * self.height || self.width.min(self.height) < 8 {
+            return Err(Error::invalid(
+                "mask",
+                format!(
+                    "expected at least 8x8 pixels and one value per pixel, found {}x{} pixels \
+                     with {} values",
+                    self.width,
+                    self.height,
+                    self.luma.len()
+                ),
+            ));
         }
+        Ok(())
     }
 
     /// Reads a mask image (any format the `image` crate decodes), with [`DEFAULT_MASK_BLUR`].
@@ -104,7 +122,7 @@ impl Mask {
                 }
             })
             .collect();
-        Ok(Mask::from_luma(width, height, luma))
+        Mask::from_luma(width, height, luma)
     }
 
     /// The mask with `blur` as its blur radius.
@@ -123,6 +141,7 @@ impl Mask {
     /// Refuses a mask whose size is not the image's (`image` describes it) or whose blur is out
     /// of range; `what` names the mask in the message (a file, a flag, an API field).
     pub fn check(&self, what: &str, image: (usize, usize), image_what: &str) -> Result<()> {
+        self.check_data()?;
         if (self.width, self.height) != image {
             return Err(Error::invalid(
                 what,
@@ -208,7 +227,7 @@ pub fn pil_luma(r: u8, g: u8, b: u8) -> u8 {
 /// Gwosdek et al. 2011), horizontal passes first, then vertical.
 pub fn gaussian_blur(src: &[u8], width: usize, height: usize, radius: f32) -> Vec<u8> {
     const PASSES: usize = 3;
-    if radius == 0.0 {
+    if radius <= 0.0 || width == 0 || height == 0 {
         return src.to_vec();
     }
     let r = box_radius(radius, PASSES);
@@ -324,7 +343,7 @@ mod tests {
     fn binarised_at_half_and_downsampled_nearest() {
         // 16x8: columns 0..8 at 127 (kept), 8..16 at 128 (repainted).
         let luma: Vec<u8> = (0..8 * 16).map(|i| if i % 16 < 8 { 127 } else { 128 }).collect();
-        let m = Mask::from_luma(16, 8, luma).with_blur(0).prepare(16, 8);
+        let m = Mask::from_luma(16, 8, luma).unwrap().with_blur(0).prepare(16, 8);
         assert!(!m.is_empty());
         assert_eq!(m.repaint[7], 0.0);
         assert_eq!(m.repaint[8], 1.0);
@@ -336,8 +355,10 @@ mod tests {
 
     #[test]
     fn size_and_blur_checked() {
-        let m = Mask::from_luma(8, 8, vec![0; 64]);
+        let m = Mask::from_luma(8, 8, vec![0; 64]).unwrap();
         m.check("--mask", (8, 8), "the image").unwrap();
+        let e = Mask::from_luma(8, 8, vec![0; 63]).unwrap_err().to_string();
+        assert!(e.contains("8x8") && e.contains("63 values"), "{e}");
         let e = m
             .check("--mask m.png", (16, 8), "--image a.png")
             .unwrap_err()
@@ -356,7 +377,7 @@ mod tests {
 
     #[test]
     fn inverted_and_empty() {
-        let m = Mask::from_luma(8, 8, vec![0; 64]).with_blur(0);
+        let m = Mask::from_luma(8, 8, vec![0; 64]).unwrap().with_blur(0);
         assert!(m.prepare(8, 8).is_empty());
         assert!(!m.inverted().prepare(8, 8).is_empty());
     }

@@ -24,6 +24,9 @@ pub struct GenerationInfo {
     pub denoising_strength: Option<f32>,
     /// Inpainting only: the mask's blur radius in pixels.
     pub mask_blur: Option<usize>,
+    /// An inpainting UNet (mask and masked image as input) made the image: A1111 writes its
+    /// `Conditional mask weight` (1.0, the weight sd-wgpu applies: the mask as given).
+    pub inpainting_conditioning: bool,
     /// Textual-inversion triggers used, with their file hashes.
     pub embeddings: Vec<(String, String)>,
 }
@@ -57,6 +60,9 @@ impl GenerationInfo {
         kv.push(("Model", quote(&self.model_name)));
         if let Some(d) = self.denoising_strength {
             kv.push(("Denoising strength", format!("{d}")));
+        }
+        if self.inpainting_conditioning {
+            kv.push(("Conditional mask weight", "1.0".into()));
         }
         if self.clip_skip > 1 {
             kv.push(("Clip skip", self.clip_skip.to_string()));
@@ -102,6 +108,7 @@ mod tests {
             clip_skip: 2,
             denoising_strength: Some(0.75),
             mask_blur: Some(4),
+            inpainting_conditioning: true,
             embeddings: vec![("<teal>".into(), "abc123def0".into())],
         };
         let v = env!("CARGO_PKG_VERSION");
@@ -110,7 +117,7 @@ mod tests {
             format!(
                 "a red circle on a blue background\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, \
                  Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x768, Model hash: 6ce0161689, \
-                 Model: v1-5-pruned-emaonly, Denoising strength: 0.75, Clip skip: 2, \
+                 Model: v1-5-pruned-emaonly, Denoising strength: 0.75, Conditional mask weight: 1.0, Clip skip: 2, \
                  Mask blur: 4, TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
             )
         );

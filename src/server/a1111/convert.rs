@@ -356,7 +356,7 @@ pub fn info(
         styles: req.styles.clone().unwrap_or_default(),
         job_timestamp,
         clip_skip: request.clip_skip,
-        is_using_inpainting_conditioning: false,
+        is_using_inpainting_conditioning: first.is_some_and(|g| g.inpainting_conditioning),
         version: format!("sd-wgpu {}", env!("CARGO_PKG_VERSION")),
     }
 }
