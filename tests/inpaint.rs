@@ -309,6 +309,17 @@ fn black_mask_warns_and_the_png_records_the_mask_blur() {
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     let text = out.images[0].info.to_a1111();
     assert!(text.contains("Denoising strength: 1, Mask blur: 0,"), "{text}");
+    // Another output size: image and mask are resized together.
+    let rect = Mask::load(&fixture("mask_rect.png")).unwrap();
+    let small = Request {
+        width: Some(48),
+        height: Some(40),
+        ..req
+    };
+    let out = pipe.inpaint(&small, &image, &rect, &mut NoProgress).unwrap();
+    let img = &out.images[0].image;
+    assert_eq!((img.width, img.height), (48, 40));
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 }
 
 #[path = "support/cli.rs"]
