@@ -41,14 +41,22 @@ from safetensors.torch import save_file
 
 import diffusers
 import transformers
-from diffusers import AutoencoderKL, StableDiffusionInpaintPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    HeunDiscreteScheduler,
+    StableDiffusionInpaintPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextModel, CLIPTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_model_goldens import randomise  # noqa: E402
-from make_pipeline_goldens import SD15_SCHEDULER, rescale_output, scheduler_for  # noqa: E402
+from make_pipeline_goldens import SAMPLERS, SD15_SCHEDULER, rescale_output, scheduler_for  # noqa: E402
 
 torch.set_num_threads(1)
+# Heun too: the blend re-noises at the sigma of the call that follows, and Heun's calls
+# interleave two per step. (LMS would need scipy, which the reference environment lacks.)
+SAMPLERS.update({"heun": (HeunDiscreteScheduler, {})})
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PIPE = os.path.join(REPO, "tests", "fixtures", "pipeline")
 BASE = os.path.join(PIPE, "model")
@@ -73,6 +81,7 @@ CASES = [
     ("inpaint4_euler_a_soft", "4", "euler-a", 1.0, "mask_soft.png", {}),
     ("inpaint4_dpmpp_2m_karras_strength", "4", "dpm++2m-karras", 0.6, "mask_rect.png", {}),
     ("inpaint4_pndm_strength", "4", "pndm", 0.75, "mask_soft.png", {"seed": 99}),
+    ("inpaint4_heun_strength", "4", "heun", 0.8, "mask_rect.png", {}),
 ]
 BLUR_RADII = [1, 2, 4, 7, 50]
 
