@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use super::check::check;
 use super::embedded::{default_cache_dir, demo_model_dir, DEMO_MODEL_NAME};
 use super::request::hex_prefix;
-use crate::checkpoint::{open_with, Layout, OpenOptions};
+use crate::checkpoint::{open_vae, open_with, Layout, OpenOptions};
 use crate::models::{ClipTextModel, Tiling, UNet, Vae};
 use crate::schedulers::{SamplerKind, SchedulerConfig};
 use crate::text::ClipTokenizer;
@@ -70,6 +70,9 @@ pub struct LoadOptions {
     pub vae_tiling: Tiling,
     /// A diffusers weights variant (`fp16`).
     pub variant: Option<String>,
+    /// A VAE replacing the checkpoint's: a diffusers `vae/` folder, a
+    /// standalone VAE file or a full checkpoint (`checkpoint::open_vae`).
+    pub vae: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -80,6 +83,7 @@ impl Default for LoadOptions {
             dtype: None,
             vae_tiling: Tiling::Auto,
             variant: None,
+            vae: None,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Pipeline {
     model_name: String,
     device: Device,
     hash: ModelHash,
+    /// The replacement VAE's name and hash (A1111's `VAE` / `VAE hash`).
+    vae_override: Option<(String, ModelHash)>,
     notes: Vec<String>,
     warnings: Vec<String>,
 }
@@ -106,12 +112,22 @@ impl Pipeline {
             ModelSource::Path(path) => (path, None),
             ModelSource::Demo { cache_dir } => (demo_model_dir(&cache_dir)?, Some(DEMO_MODEL_NAME)),
         };
-        let ck = open_with(
+        let mut ck = open_with(
             &path,
             &OpenOptions {
                 variant: opts.variant.clone(),
             },
         )?;
+        let vae_override = match &opts.vae {
+            Some(vae_path) => {
+                let vae = open_vae(vae_path, &ck.vae.config, opts.variant.as_deref())?;
+                let name = vae.name.clone();
+                let hash = ModelHash::start(Some(vae.file.clone()));
+                ck.replace_vae(vae)?;
+                Some((name, hash))
+            }
+            None => None,
+        };
         // Every size and shape is checked before anything is allocated.
         let mut checked = check(&ck)?;
         let hash_file = ck.unet.files.first().cloned();
@@ -155,6 +171,7 @@ impl Pipeline {
             model_name,
             device,
             hash,
+            vae_override,
             notes: ck.warnings,
             warnings: checked.warnings,
         })
@@ -194,6 +211,18 @@ impl Pipeline {
     /// `None` when the weights file could not be read again.
     pub fn model_hash(&self) -> Option<String> {
         self.hash.get()
+    }
+
+    /// The replacement VAE's file (or folder) name, as A1111's `VAE:` field;
+    /// `None` when the checkpoint's own VAE is used.
+    pub fn vae_name(&self) -> Option<&str> {
+        self.vae_override.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// A1111's `VAE hash` of the replacement VAE (first 10 hex digits of its
+    /// weights file's SHA-256); waits for the background hash.
+    pub fn vae_hash(&self) -> Option<String> {
+        self.vae_override.as_ref().and_then(|(_, hash)| hash.get())
     }
 
     /// What the loader noticed (EMA weights chosen, variant used, ...): for
