@@ -122,7 +122,7 @@ fn open_folder(path: &Path, variant: Option<&str>) -> Result<VaeOverride> {
         path: path.to_path_buf(),
         layout: VaeLayout::DiffusersFolder,
         config,
-        config_origin: format!("from {}", config_path.display()),
+        config_origin: format!("its {}", config_path.display()),
         weights,
         file,
         name,
@@ -135,13 +135,13 @@ fn open_file(path: &Path, model: &VaeConfig) -> Result<VaeOverride> {
     let names = src.names();
     let has = |p: &str| names.iter().any(|n| n.starts_with(p));
     let mut config = model.clone();
-    let mut config_origin = "the model's: a weights file carries no config".to_string();
+    let mut config_origin = "the model's VAE config (a weights file carries none)".to_string();
     let (layout, prefix) = if has(UNET_PREFIX) {
         let detection = detect_single_file(&*src);
         // SD 1.x and 2.x share the VAE and its 0.18215; SDXL's is scaled otherwise.
         if matches!(detection.family, Family::SdxlBase | Family::SdxlRefiner) {
             config.scaling_factor = SDXL_SCALING_FACTOR;
-            config_origin = format!("that of {}", detection.family);
+            config_origin = format!("SDXL's scaling factor (a {} checkpoint)", detection.family);
         }
         (VaeLayout::CheckpointFile, VAE_PREFIX)
     } else if has(VAE_PREFIX) {
@@ -196,7 +196,7 @@ impl VaeOverride {
         let what = format!("{} ({})", self.path.display(), self.layout);
         let refuse = |fact: &str, theirs: String, ours: String| {
             Err(Error::Unsupported(format!(
-                "--vae {what}: {fact} {theirs} (config {}), but the model {} needs {ours}",
+                "--vae {what}: {fact} {theirs} (config: {}), but the model {} needs {ours}",
                 self.config_origin,
                 model_path.display()
             )))
@@ -228,7 +228,7 @@ impl VaeOverride {
         }
         Vae::check(self.weights.clone(), c).map_err(|e| {
             Error::Weights(format!(
-                "--vae {what}: {e}\n  (expected shapes follow from the config {}: block_out_channels {:?}, \
+                "--vae {what}: {e}\n  (expected shapes follow from {}: block_out_channels {:?}, \
                  layers_per_block {})",
                 self.config_origin, c.block_out_channels, c.layers_per_block
             ))
