@@ -34,6 +34,14 @@ use e2e::{compare, request, F16_MAX_U8, F16_PSNR, F32_MAX_U8, F32_PSNR};
 #[allow(dead_code)]
 mod common;
 
+#[path = "support/cli.rs"]
+#[allow(dead_code)]
+mod cli;
+
+#[path = "serve/common.rs"]
+#[allow(dead_code)]
+mod serve;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -396,4 +404,73 @@ fn refuses_what_is_not_a_vae() {
     let f = d.join("text.ckpt");
     std::fs::write(&f, b"not a checkpoint at all").unwrap();
     assert_has(&refusal(f), &["text.ckpt"]);
+}
+
+/// `txt2img --vae` writes the VAE into the PNG; `serve --vae` generates with
+/// it, says so in `/api/info` and in A1111's `info`; a bad `--vae` is one line.
+#[test]
+fn cli_and_server_take_vae() {
+    let file = vae("tiny-vae.safetensors");
+    let hash = sha256_10(&file);
+    let d = cli::tmp("vae");
+    let (model, file_arg) = (model().display().to_string(), file.display().to_string());
+    let args = [
+        "txt2img",
+        "--model",
+        &model,
+        "--vae",
+        &file_arg,
+        "--prompt",
+        "a fox",
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        "--backend",
+        "cpu",
+        "--output",
+        "v.png",
+    ];
+    let run = cli::sd(&d, &args);
+    assert!(run.ok, "{}", run.stderr);
+    let params = cli::parameters(&d.join("v.png"));
+    assert!(
+        params.contains(&format!(", VAE hash: {hash}, VAE: tiny-vae.safetensors, ")),
+        "{params}"
+    );
+
+    let mut bad = args;
+    bad[14] = "w.png";
+    bad[4] = "no-such-vae.safetensors";
+    cli::one_line_error(
+        &cli::sd(&d, &bad),
+        &["--vae", "no-such-vae.safetensors", "does not exist"],
+    );
+    // A VAE that does not fit: the library's refusal, on one line too.
+    let levels = edited_folder("cli-levels", |c| {
+        c["block_out_channels"] = serde_json::json!([8, 16, 16, 32])
+    });
+    let levels = levels.display().to_string();
+    bad[4] = &levels;
+    cli::one_line_error(&cli::sd(&d, &bad), &["--vae", "do not match"]);
+
+    let server = serve::Server::start(&["--model", &model, "--vae", &file_arg]);
+    let info = server.get("/api/info").json();
+    assert_eq!(
+        info["vae"],
+        serde_json::json!({"name": "tiny-vae.safetensors", "hash": hash})
+    );
+    let reply = server.post(
+        "/sdapi/v1/txt2img",
+        &serde_json::json!({"prompt": "a fox", "seed": 5, "steps": 2, "width": 64, "height": 64}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let a1111: Value = serde_json::from_str(reply.json()["info"].as_str().unwrap()).unwrap();
+    assert_eq!(a1111["sd_vae_name"], "tiny-vae.safetensors");
+    assert_eq!(a1111["sd_vae_hash"], hash.as_str());
+    let text = a1111["infotexts"][0].as_str().unwrap();
+    assert!(
+        text.contains(&format!("VAE hash: {hash}, VAE: tiny-vae.safetensors")),
+        "{text}"
+    );
 }

@@ -243,6 +243,7 @@ fn schemas() -> Value {
             "created": num("Unix time"), "started": num("Unix time"), "finished": num("Unix time") } },
         "Info": { "type": "object", "properties": {
             "model": { "type": "string" }, "hash": { "type": ["string", "null"] }, "device": { "type": "string" },
+            "vae": { "type": ["object", "null"], "description": "the VAE replacing the model's (serve --vae): name, hash" },
             "samplers": { "type": "array" }, "concepts": { "type": "array" },
             "defaults": { "type": "object" }, "limits": { "type": "object" } } },
         "A1111Txt2Img": { "type": "object", "description": "StableDiffusionTxt2ImgProcessingAPI (modules/api/models.py): \
