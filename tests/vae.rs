@@ -454,6 +454,20 @@ fn cli_and_server_take_vae() {
     bad[4] = &levels;
     cli::one_line_error(&cli::sd(&d, &bad), &["--vae", "do not match"]);
 
+    // `info --vae`: the VAE shown and checked in place of the model's.
+    let run = cli::sd(&d, &["info", "--model", &model, "--vae", &file_arg]);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(&format!("  file:   {file_arg}\n")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("VAE replaced by") && run.stdout.contains("check:   every weight matches"));
+    cli::one_line_error(
+        &cli::sd(&d, &["info", "--model", &model, "--vae", &levels]),
+        &["do not match"],
+    );
+
     let server = serve::Server::start(&["--model", &model, "--vae", &file_arg]);
     let info = server.get("/api/info").json();
     assert_eq!(
