@@ -14,7 +14,8 @@
 //!   class sd-wgpu does not have).
 //! - Model hash: A1111's "AutoV2" hash (the first 10 hex digits of the
 //!   SHA-256 of the weights file: the single file, or a folder's UNet
-//!   weights), computed on a background thread while the weights load.
+//!   weights), computed on a background thread while the weights load; the
+//!   same for a replacement VAE ([`LoadOptions::vae`]), A1111's `VAE hash`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -121,10 +122,9 @@ impl Pipeline {
         let vae_override = match &opts.vae {
             Some(vae_path) => {
                 let vae = open_vae(vae_path, &ck.vae.config, opts.variant.as_deref())?;
-                let name = vae.name.clone();
-                let hash = ModelHash::start(Some(vae.file.clone()));
+                let (name, file) = (vae.name.clone(), vae.file.clone());
                 ck.replace_vae(vae)?;
-                Some((name, hash))
+                Some((name, ModelHash::start(Some(file))))
             }
             None => None,
         };
