@@ -469,6 +469,21 @@ fn cli_and_server_take_vae() {
     );
 
     let server = serve::Server::start(&["--model", &model, "--vae", &file_arg]);
+    let vaes = server.get("/sdapi/v1/sd-vae").json();
+    assert_eq!(
+        vaes,
+        serde_json::json!([{"model_name": "tiny-vae.safetensors", "filename": "tiny-vae.safetensors"}])
+    );
+    let reply = server.post(
+        "/sdapi/v1/options",
+        &serde_json::json!({"sd_vae": "tiny-vae.safetensors"}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let reply = server.post(
+        "/sdapi/v1/options",
+        &serde_json::json!({"sd_vae": "other.safetensors"}),
+    );
+    assert_eq!(reply.status, 422, "{}", reply.text());
     let info = server.get("/api/info").json();
     assert_eq!(
         info["vae"],
@@ -476,7 +491,8 @@ fn cli_and_server_take_vae() {
     );
     let reply = server.post(
         "/sdapi/v1/txt2img",
-        &serde_json::json!({"prompt": "a fox", "seed": 5, "steps": 2, "width": 64, "height": 64}),
+        &serde_json::json!({"prompt": "a fox", "seed": 5, "steps": 2, "width": 64, "height": 64,
+                            "override_settings": {"sd_vae": "tiny-vae.safetensors"}}),
     );
     assert_eq!(reply.status, 200, "{}", reply.text());
     let a1111: Value = serde_json::from_str(reply.json()["info"].as_str().unwrap()).unwrap();

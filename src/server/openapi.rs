@@ -146,6 +146,7 @@ pub fn document() -> Value {
     paths.insert("/sdapi/v1/interrupt".into(), json!({ "post": op("A1111 interrupt: cancel the running job", None, &[("200", "Done", obj.clone())]) }));
     paths.insert("/sdapi/v1/samplers".into(), json!({ "get": op("A1111 samplers: [{name, aliases, options}]", None, &[("200", "Samplers", json!({ "type": "array" }))]) }));
     paths.insert("/sdapi/v1/schedulers".into(), json!({ "get": op("A1111 1.9 schedulers: the `scheduler` values accepted (Automatic, Karras)", None, &[("200", "Schedulers", json!({ "type": "array" }))]) }));
+    paths.insert("/sdapi/v1/sd-vae".into(), json!({ "get": op("A1111 VAEs: the one serve --vae loaded (empty without)", None, &[("200", "VAEs", json!({ "type": "array" }))]) }));
     paths.insert("/sdapi/v1/sd-models".into(), json!({ "get": op("A1111 models: the loaded one", None, &[("200", "Models", json!({ "type": "array" }))]) }));
     paths.insert(
         "/sdapi/v1/options".into(),
