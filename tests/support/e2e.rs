@@ -1,5 +1,5 @@
 //! What the end-to-end conformance tests share (tests/pipeline_e2e.rs and
-//! the tests of features on top of it, such as tests/vae.rs): a case of a
+//! the tests of features on top of it, such as tests/vae/): a case of a
 //! goldens `cases.json` as a [`Request`], the image comparison, and the
 //! bounds, whose derivation and measured figures tests/pipeline_e2e.rs
 //! documents.
