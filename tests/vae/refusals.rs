@@ -173,3 +173,62 @@ fn refuses_what_is_not_a_vae() {
     std::fs::write(&f, b"not a checkpoint at all").unwrap();
     assert_has(&refusal(f), &["text.ckpt"]);
 }
+
+/// Corrupted VAE files (truncated, bytes changed in the header and the
+/// data) give an error or a VAE, never a panic; the loaders' own fuzzing is
+/// tests/fuzz_loaders.rs, this covers what `--vae` adds on top (key sniffing,
+/// the LDM map with a prefix, the fit check, reading every weight).
+#[test]
+fn corrupted_files_never_panic() {
+    let d = scratch("fuzz");
+    let model_vae = sd_wgpu::checkpoint::open(model()).unwrap().vae.config;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    let (mut opened, mut refused) = (0, 0);
+    for name in ["tiny-vae.safetensors", "tiny-vae.ckpt", "tiny-full.safetensors"] {
+        let base = std::fs::read(vae(name)).unwrap();
+        for i in 0..40 {
+            let mut bytes = base.clone();
+            if i % 4 == 0 {
+                bytes.truncate(next(base.len()));
+            } else {
+                // Mostly the first kilobytes: headers, pickles, zip directories.
+                let span = if i % 2 == 0 {
+                    4096.min(bytes.len())
+                } else {
+                    bytes.len()
+                };
+                for _ in 0..1 + next(8) {
+                    let at = next(span);
+                    bytes[at] = next(256) as u8;
+                }
+            }
+            let f = d.join(format!("{i}-{name}"));
+            std::fs::write(&f, &bytes).unwrap();
+            let result = sd_wgpu::checkpoint::open_vae(&f, &model_vae, None).and_then(|v| {
+                v.fit(&model_vae, &model())?;
+                for n in v.weights.names() {
+                    v.weights.read(&n, DType::F32)?;
+                }
+                Ok(())
+            });
+            match result {
+                Ok(()) => opened += 1,
+                Err(e) => {
+                    assert!(!e.to_string().is_empty());
+                    refused += 1;
+                }
+            }
+        }
+    }
+    eprintln!("corrupted VAE files: {opened} opened, {refused} refused");
+    assert!(
+        refused > 0,
+        "no corruption was noticed: the variants change nothing"
+    );
+}
