@@ -228,6 +228,7 @@ impl Pipeline {
             posterior,
         };
         let model_hash = self.model_hash();
+        let vae_hash = self.vae_hash();
         for i in 0..req.batch {
             check_cancel(progress)?;
             progress.stage(Stage::Sampling { image: i });
@@ -244,7 +245,7 @@ impl Pipeline {
             timings.decode += t.elapsed();
             on_image(Generated {
                 image,
-                info: self.info(req, plan, i, model_hash.clone()),
+                info: self.info(req, plan, i, model_hash.clone(), vae_hash.clone()),
             })?;
         }
         Ok(Report { timings, warnings })
@@ -383,7 +384,14 @@ impl Pipeline {
         ))
     }
 
-    fn info(&self, req: &Request, plan: &Plan, i: usize, model_hash: Option<String>) -> GenerationInfo {
+    fn info(
+        &self,
+        req: &Request,
+        plan: &Plan,
+        i: usize,
+        model_hash: Option<String>,
+        vae_hash: Option<String>,
+    ) -> GenerationInfo {
         GenerationInfo {
             prompt: req.prompt.clone(),
             negative_prompt: req.negative_prompt.clone(),
@@ -395,6 +403,8 @@ impl Pipeline {
             height: plan.height,
             model_hash,
             model_name: self.model_name().to_string(),
+            vae_name: self.vae_name().map(str::to_string),
+            vae_hash,
             clip_skip: req.clip_skip,
             denoising_strength: plan.start.map(|(s, _)| s as f32),
             embeddings: self.used_embedding_hashes(req),
