@@ -19,7 +19,6 @@ use std::sync::OnceLock;
 use sd_wgpu::checkpoint::{open, Family, SafetensorsFile};
 use sd_wgpu::pipeline::mask::gaussian_blur;
 use sd_wgpu::pipeline::{LoadOptions, Mask, NoProgress, Pipeline, Request, RgbImage};
-use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::weights::TensorSource;
 use sd_wgpu::{DType, Device};
 use serde_json::Value;
@@ -27,13 +26,9 @@ use serde_json::Value;
 #[path = "support/gpu.rs"]
 mod support_gpu;
 use support_gpu::gpu;
-#[path = "support/psnr.rs"]
-mod psnr;
-
-const F32_PSNR: f64 = 90.0;
-const F32_MAX_U8: u8 = 1;
-const F16_PSNR: f64 = 45.0;
-const F16_MAX_U8: u8 = 8;
+#[path = "support/e2e.rs"]
+mod e2e;
+use e2e::{compare, request, F16_MAX_U8, F16_PSNR, F32_MAX_U8, F32_PSNR};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -80,22 +75,6 @@ fn cases() -> (Value, SafetensorsFile) {
 
 fn golden(goldens: &SafetensorsFile, name: &str) -> Vec<f32> {
     goldens.read(name, DType::F32).unwrap().to_f32().into_owned()
-}
-
-fn request(case: &Value) -> Request {
-    let num = |k: &str| case[k].as_f64().unwrap_or_else(|| panic!("case field {k}"));
-    Request {
-        prompt: case["prompt"].as_str().unwrap().into(),
-        negative_prompt: case["negative_prompt"].as_str().unwrap().into(),
-        steps: num("steps") as usize,
-        cfg_scale: num("cfg_scale") as f32,
-        sampler: Some(SamplerKind::from_name(case["sampler"].as_str().unwrap()).unwrap()),
-        seed: num("seed") as u64,
-        width: Some(num("width") as usize),
-        height: Some(num("height") as usize),
-        strength: num("strength"),
-        ..Request::default()
-    }
 }
 
 fn load(model: &Path, device: Device, dtype: DType) -> Pipeline {
@@ -149,7 +128,7 @@ fn conformance(device: Device, dtype: DType, min_psnr: f64, max_u8: u8, only: Op
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(out.images.len(), 1);
         assert!(out.warnings.is_empty(), "{name}: {:?}", out.warnings);
-        let (psnr, max, max8) = psnr::compare(&out.images[0].image, &golden(&goldens, name));
+        let (psnr, max, max8) = compare(&out.images[0].image, &golden(&goldens, name));
         eprintln!("{name:<36} {psnr:>9.2} {max:>10.2e} {max8:>6}");
         if psnr < min_psnr || max8 > max_u8 {
             failures.push(format!("{name}: PSNR {psnr:.2} dB, max 8-bit difference {max8}"));

@@ -233,7 +233,7 @@ def main():
         cases.append(dict(
             name=name, unet_in_channels=int(which), sampler=sampler, strength=strength,
             image=image_name, mask=mask_name, mask_blur=blur, width=width, height=height,
-            steps=STEPS, cfg_scale=cfg, seed=seed, prompt=PROMPT, negative_prompt=negative,
+            steps=STEPS, cfg_scale=cfg, seed=seed, batch=1, clip_skip=1, prompt=PROMPT, negative_prompt=negative,
             saturated_fraction=saturated,
         ))
 

@@ -51,6 +51,11 @@ pub struct CommonArgs {
     /// built-in demo model, 64x64 coloured shapes).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// A VAE to use instead of the model's: a diffusers vae/ folder, a standalone VAE
+    /// file (.safetensors, .ckpt, .pt; e.g. vae-ft-mse-840000-ema-pruned) or a full
+    /// checkpoint whose VAE is taken. Recorded in the PNG as A1111's `VAE` / `VAE hash`.
+    #[arg(long, value_name = "PATH")]
+    pub vae: Option<PathBuf>,
     /// Sampling steps.
     #[arg(long, value_name = "N", default_value_t = 25)]
     pub steps: usize,
@@ -190,6 +195,9 @@ pub(super) fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
     let dtype = args.device.dtype;
     let vae_tiling = args.vae_tiling;
     let source = model_source(args.model.as_ref())?;
+    if let Some(path) = &args.vae {
+        must_exist("--vae", path)?;
+    }
     if let Some((path, _)) = input.image() {
         must_exist("--image", path)?;
         check_image_size(&req, path)?;
@@ -243,6 +251,7 @@ pub(super) fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
             dtype,
             vae_tiling,
             variant: None,
+            vae: args.vae.clone(),
         },
     )?;
     let load_secs = t.elapsed().as_secs_f64();

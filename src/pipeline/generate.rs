@@ -249,6 +249,7 @@ impl Pipeline {
             inpainting,
         };
         let model_hash = self.model_hash();
+        let vae_hash = self.vae_hash();
         for i in 0..req.batch {
             check_cancel(progress)?;
             progress.stage(Stage::Sampling { image: i });
@@ -265,7 +266,7 @@ impl Pipeline {
             timings.decode += t.elapsed();
             on_image(Generated {
                 image,
-                info: self.info(req, plan, i, model_hash.clone()),
+                info: self.info(req, plan, i, model_hash.clone(), vae_hash.clone()),
             })?;
         }
         Ok(Report { timings, warnings })
@@ -422,7 +423,14 @@ impl Pipeline {
         ))
     }
 
-    fn info(&self, req: &Request, plan: &Plan, i: usize, model_hash: Option<String>) -> GenerationInfo {
+    fn info(
+        &self,
+        req: &Request,
+        plan: &Plan,
+        i: usize,
+        model_hash: Option<String>,
+        vae_hash: Option<String>,
+    ) -> GenerationInfo {
         GenerationInfo {
             prompt: req.prompt.clone(),
             negative_prompt: req.negative_prompt.clone(),
@@ -434,6 +442,8 @@ impl Pipeline {
             height: plan.height,
             model_hash,
             model_name: self.model_name().to_string(),
+            vae_name: self.vae_name().map(str::to_string),
+            vae_hash,
             clip_skip: req.clip_skip,
             denoising_strength: plan.start.map(|(s, _)| s as f32),
             mask_blur: plan.mask_blur,

@@ -18,6 +18,10 @@ pub struct GenerationInfo {
     /// A1111's "AutoV2" hash: first 10 hex digits of the weights' SHA-256.
     pub model_hash: Option<String>,
     pub model_name: String,
+    /// A VAE replacing the checkpoint's: its file name and A1111's hash of it
+    /// (first 10 hex digits of the file's SHA-256).
+    pub vae_name: Option<String>,
+    pub vae_hash: Option<String>,
     /// Only written when not 1, as A1111 does.
     pub clip_skip: usize,
     /// img2img and inpainting only.
@@ -58,6 +62,12 @@ impl GenerationInfo {
             kv.push(("Model hash", h.clone()));
         }
         kv.push(("Model", quote(&self.model_name)));
+        if let Some(h) = &self.vae_hash {
+            kv.push(("VAE hash", h.clone()));
+        }
+        if let Some(n) = &self.vae_name {
+            kv.push(("VAE", quote(n)));
+        }
         if let Some(d) = self.denoising_strength {
             kv.push(("Denoising strength", format!("{d}")));
         }
@@ -105,6 +115,8 @@ mod tests {
             height: 768,
             model_hash: Some("6ce0161689".into()),
             model_name: "v1-5-pruned-emaonly".into(),
+            vae_name: Some("vae-ft-mse-840000-ema-pruned.safetensors".into()),
+            vae_hash: Some("735e4c3a44".into()),
             clip_skip: 2,
             denoising_strength: Some(0.75),
             mask_blur: Some(4),
@@ -117,8 +129,10 @@ mod tests {
             format!(
                 "a red circle on a blue background\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, \
                  Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x768, Model hash: 6ce0161689, \
-                 Model: v1-5-pruned-emaonly, Denoising strength: 0.75, Conditional mask weight: 1.0, Clip skip: 2, \
-                 Mask blur: 4, TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
+                 Model: v1-5-pruned-emaonly, \
+                 VAE hash: 735e4c3a44, VAE: vae-ft-mse-840000-ema-pruned.safetensors, Denoising strength: 0.75, \
+                 Conditional mask weight: 1.0, Clip skip: 2, Mask blur: 4, \
+                 TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
             )
         );
     }

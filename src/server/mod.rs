@@ -31,6 +31,7 @@ pub mod worker;
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Everything `sd-wgpu serve` was asked for.
 pub struct Config {
     pub model: ModelSource,
+    /// A VAE replacing the model's (`--vae`).
+    pub vae: Option<PathBuf>,
     /// Concepts every request may use by trigger word.
     pub concepts: Vec<TextualInversion>,
     pub host: String,
@@ -75,6 +78,7 @@ pub fn serve(config: Config) -> Result<()> {
     let options = LoadOptions {
         device: choice.device,
         dtype: config.dtype,
+        vae: config.vae,
         ..LoadOptions::default()
     };
     let (model, worker) = worker::start(config.model, options, config.concepts, jobs.clone())?;

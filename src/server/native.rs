@@ -403,6 +403,7 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "model": m.name,
         "hash": m.hash,
+        "vae": m.vae.as_ref().map(|(name, hash)| json!({ "name": name, "hash": hash })),
         "device": m.device,
         "version": env!("CARGO_PKG_VERSION"),
         "samplers": samplers,

@@ -146,6 +146,7 @@ pub fn document() -> Value {
     paths.insert("/sdapi/v1/interrupt".into(), json!({ "post": op("A1111 interrupt: cancel the running job", None, &[("200", "Done", obj.clone())]) }));
     paths.insert("/sdapi/v1/samplers".into(), json!({ "get": op("A1111 samplers: [{name, aliases, options}]", None, &[("200", "Samplers", json!({ "type": "array" }))]) }));
     paths.insert("/sdapi/v1/schedulers".into(), json!({ "get": op("A1111 1.9 schedulers: the `scheduler` values accepted (Automatic, Karras)", None, &[("200", "Schedulers", json!({ "type": "array" }))]) }));
+    paths.insert("/sdapi/v1/sd-vae".into(), json!({ "get": op("A1111 VAEs: the one serve --vae loaded (empty without)", None, &[("200", "VAEs", json!({ "type": "array" }))]) }));
     paths.insert("/sdapi/v1/sd-models".into(), json!({ "get": op("A1111 models: the loaded one", None, &[("200", "Models", json!({ "type": "array" }))]) }));
     paths.insert(
         "/sdapi/v1/options".into(),
@@ -246,6 +247,7 @@ fn schemas() -> Value {
             "created": num("Unix time"), "started": num("Unix time"), "finished": num("Unix time") } },
         "Info": { "type": "object", "properties": {
             "model": { "type": "string" }, "hash": { "type": ["string", "null"] }, "device": { "type": "string" },
+            "vae": { "type": ["object", "null"], "description": "the VAE replacing the model's (serve --vae): name, hash" },
             "samplers": { "type": "array" }, "concepts": { "type": "array" },
             "defaults": { "type": "object" }, "limits": { "type": "object" } } },
         "A1111Txt2Img": { "type": "object", "description": "StableDiffusionTxt2ImgProcessingAPI (modules/api/models.py): \

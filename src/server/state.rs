@@ -27,6 +27,8 @@ pub struct ModelInfo {
     pub name: String,
     /// A1111's model hash (first 10 hex digits of the weights' SHA-256).
     pub hash: Option<String>,
+    /// The VAE replacing the model's (`--vae`): its name and A1111 hash.
+    pub vae: Option<(String, Option<String>)>,
     pub default_sampler: SamplerKind,
     /// The model's native size (512x512 for SD 1.5, 64x64 for the demo model).
     pub default_size: (usize, usize),

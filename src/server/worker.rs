@@ -67,6 +67,7 @@ fn model_info(pipe: &Pipeline, concepts: Vec<TextualInversion>) -> Result<ModelI
     Ok(ModelInfo {
         name: pipe.model_name().to_string(),
         hash: pipe.model_hash(),
+        vae: pipe.vae_name().map(|name| (name.to_string(), pipe.vae_hash())),
         default_sampler: pipe.default_sampler(),
         default_size: pipe.default_size(),
         vae_scale: pipe.vae_scale(),

@@ -21,11 +21,13 @@ pub struct Model<'a> {
     pub default_size: (usize, usize),
     /// Every loaded embedding: A1111 applies whichever the prompts name.
     pub embeddings: Vec<TextualInversion>,
+    /// The VAE replacing the model's (`serve --vae`): its name.
+    pub vae: Option<&'a str>,
 }
 
 /// The `override_settings` keys we honour, and the values we accept for them.
 const SETTINGS: &str = "sd_model_checkpoint (the loaded model), CLIP_stop_at_last_layers, \
-                        sd_vae (\"Automatic\" or \"None\"), eta_noise_seed_delta (0), \
+                        sd_vae (\"Automatic\", \"None\" or the --vae VAE's name), eta_noise_seed_delta (0), \
                         samples_format (\"png\")";
 
 /// A1111's request as our [`Request`] (seed -1: a random one). Every field we cannot
@@ -132,13 +134,19 @@ fn settings(req: &GenerationRequest, model: &Model) -> Result<usize, ApiError> {
                 Some(n) if n >= 1 => clip_skip = n as usize,
                 _ => return refuse("expected a whole number from 1"),
             },
-            ("sd_vae", Value::String(v)) if v == "Automatic" || v == "None" => {}
+            ("sd_vae", Value::String(v)) if names_vae(v, model) => {}
             ("eta_noise_seed_delta", v) if v.as_f64() == Some(0.0) => {}
             ("samples_format", Value::String(v)) if v.eq_ignore_ascii_case("png") => {}
             _ => return refuse("a setting or value sd-wgpu does not support"),
         }
     }
     Ok(clip_skip)
+}
+
+/// Whether an `sd_vae` setting agrees with what runs: `Automatic` and `None` (A1111
+/// ignores the setting when started with a VAE, as `serve --vae` is), or the loaded VAE's name.
+pub fn names_vae(value: &str, model: &Model) -> bool {
+    value == "Automatic" || value == "None" || Some(value) == model.vae
 }
 
 /// A1111's checkpoint title: `name [hash]`.
@@ -345,8 +353,8 @@ pub fn info(
         face_restoration_model: None,
         sd_model_name: model.name.into(),
         sd_model_hash: model.hash.map(str::to_string),
-        sd_vae_name: None,
-        sd_vae_hash: None,
+        sd_vae_name: first.and_then(|g| g.vae_name.clone()),
+        sd_vae_hash: first.and_then(|g| g.vae_hash.clone()),
         seed_resize_from_w: req.seed_resize_from_w,
         seed_resize_from_h: req.seed_resize_from_h,
         denoising_strength: req.denoising_strength,
@@ -386,6 +394,7 @@ mod tests {
             hash: Some("6ce0161689"),
             default_size: (512, 512),
             embeddings: Vec::new(),
+            vae: Some("vae-ft-mse-840000-ema-pruned.safetensors"),
         }
     }
 
@@ -498,6 +507,8 @@ mod tests {
         for name in ["v2-1_768.safetensors", "v1-5-pruned-emaonly [0000000000]x", ""] {
             assert!(!names_model(name, &m), "{name}");
         }
+        let vae = json!({"override_settings": {"sd_vae": "vae-ft-mse-840000-ema-pruned.safetensors"}});
+        assert!(to_request(&request(vae), Kind::Txt2Img, &m).is_ok());
         let settings = json!({"override_settings": {"sd_vae": "Automatic", "eta_noise_seed_delta": 0,
                                                     "sd_model_checkpoint": "v1-5-pruned-emaonly"}});
         assert!(to_request(&request(settings), Kind::Txt2Img, &m).is_ok());

@@ -30,6 +30,7 @@ use convert::Model;
 use schema::{
     EmbeddingItem, EmbeddingsResponse, GenerationRequest, GenerationResponse, Kind, PngInfoRequest,
     PngInfoResponse, ProgressQuery, ProgressResponse, ProgressState, SamplerItem, SchedulerItem, SdModelItem,
+    SdVaeItem,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sdapi/v1/samplers", get(samplers))
         .route("/sdapi/v1/schedulers", get(schedulers))
         .route("/sdapi/v1/sd-models", get(sd_models))
+        .route("/sdapi/v1/sd-vae", get(sd_vae))
         .route("/sdapi/v1/options", get(options).post(set_options))
         .route("/sdapi/v1/embeddings", get(embeddings))
         .route("/sdapi/v1/png-info", post(png_info))
@@ -142,6 +144,7 @@ fn model(state: &AppState, embeddings: Vec<TextualInversion>) -> Model<'_> {
         hash: m.hash.as_deref(),
         default_size: m.default_size,
         embeddings,
+        vae: m.vae.as_ref().map(|(name, _)| name.as_str()),
     }
 }
 
@@ -245,6 +248,19 @@ async fn schedulers() -> Json<Vec<SchedulerItem>> {
     Json(vec![item("automatic", "Automatic"), item("karras", "Karras")])
 }
 
+/// The VAE `serve --vae` loaded, if any; `filename` is its name, never a server path.
+async fn sd_vae(State(state): State<AppState>) -> Json<Vec<SdVaeItem>> {
+    let name = state.model.vae.as_ref().map(|(name, _)| name.clone());
+    Json(
+        name.into_iter()
+            .map(|n| SdVaeItem {
+                model_name: n.clone(),
+                filename: n,
+            })
+            .collect(),
+    )
+}
+
 async fn sd_models(State(state): State<AppState>) -> Json<Vec<SdModelItem>> {
     let model = model(&state, Vec::new());
     Json(vec![SdModelItem {
@@ -284,6 +300,7 @@ async fn set_options(
     for (key, value) in &req {
         let ok = match (key.as_str(), value) {
             ("sd_model_checkpoint", Value::String(name)) => convert::names_model(name, &model),
+            ("sd_vae", Value::String(name)) => convert::names_vae(name, &model),
             (key, value) => current.get(key) == Some(value),
         };
         if !ok {
