@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::family::detect_single_file;
+use super::family::{detect_single_file, Family};
 use super::ldm::{ema_name, unet_name, vae_name};
 use super::open::{require_sd1, Checkpoint, Component, Layout};
 use super::source::{open_weights, Renamed, Target};
@@ -27,7 +27,14 @@ pub fn open_file(path: &Path) -> Result<Checkpoint> {
     require_sd1(path, &detection)?;
     let mut warnings = Vec::new();
     let file = path.display();
-    let unet_cfg = UNetConfig::default();
+    // SD 1.5's UNet; an inpainting checkpoint's takes 9 input channels (the family says which).
+    let unet_cfg = UNetConfig {
+        in_channels: match detection.family {
+            Family::Sd1Inpainting => 9,
+            _ => UNetConfig::default().in_channels,
+        },
+        ..UNetConfig::default()
+    };
     let vae_cfg = VaeConfig::default();
     let unet = unet_map(&*src, &unet_cfg, &mut warnings);
     let vae = vae_map(&*src, VAE, Some(&vae_cfg));

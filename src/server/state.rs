@@ -145,8 +145,13 @@ impl AppState {
     pub fn check(&self, spec: &JobSpec) -> Result<(), ApiError> {
         let req = &spec.request;
         let limits = &self.limits;
-        match spec.init_image {
-            Some(_) => req.check_img2img().map(drop)?,
+        match &spec.init_image {
+            Some(image) => {
+                req.check_img2img().map(drop)?;
+                if let Some(mask) = &spec.mask {
+                    mask.check("mask", (image.width, image.height), "init_image")?;
+                }
+            }
             None => req.check()?,
         }
         if req.steps > limits.max_steps {

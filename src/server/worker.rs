@@ -122,9 +122,12 @@ fn generate(pipe: &Pipeline, jobs: &Jobs, job: Taken) -> Result<()> {
         );
         Ok(())
     };
-    match &spec.init_image {
-        Some(image) => pipe.img2img_each(&spec.request, image, &mut progress, &mut on_image)?,
-        None => pipe.txt2img_each(&spec.request, &mut progress, &mut on_image)?,
+    match (&spec.init_image, &spec.mask) {
+        (Some(image), Some(mask)) => {
+            pipe.inpaint_each(&spec.request, image, mask, &mut progress, &mut on_image)?
+        }
+        (Some(image), None) => pipe.img2img_each(&spec.request, image, &mut progress, &mut on_image)?,
+        (None, _) => pipe.txt2img_each(&spec.request, &mut progress, &mut on_image)?,
     };
     Ok(())
 }

@@ -253,8 +253,10 @@ pub fn unsupported(req: &GenerationRequest, kind: Kind, sampler: SamplerKind) ->
                 req.resize_mode != 0,
                 "only 0, \"Just resize\" (Lanczos to width x height)",
             );
-            refuse("mask", given(&req.mask), "inpainting");
-            refuse("latent_mask", given(&req.latent_mask), "inpainting");
+            if given(&req.mask) {
+                inpainting_unsupported(req, &mut refuse);
+            }
+            refuse("latent_mask", given(&req.latent_mask), "a separate latent mask");
             refuse(
                 "initial_noise_multiplier",
                 not(req.initial_noise_multiplier, 1.0),
@@ -268,6 +270,40 @@ pub fn unsupported(req: &GenerationRequest, kind: Kind, sampler: SamplerKind) ->
         }
     }
     out
+}
+
+/// The inpainting settings we cannot honour. What we do is diffusers' inpainting of the whole
+/// picture: `inpaint_full_res` false ("Whole picture"), the mask rounded at latent size
+/// (`mask_round`), the masked area started from the image ("original", `inpainting_fill` 1;
+/// at denoising strength 1 it starts from pure noise whatever the fill), one blur radius, and
+/// no paste back through the soft mask.
+fn inpainting_unsupported(req: &GenerationRequest, refuse: &mut impl FnMut(&str, bool, &str)) {
+    refuse(
+        "inpaint_full_res",
+        req.inpaint_full_res,
+        "\"Only masked\" inpainting (a crop around the mask): send false, \"Whole picture\"",
+    );
+    refuse(
+        "inpainting_fill",
+        req.inpainting_fill != 1 && req.denoising_strength < 1.0,
+        "only 1, \"original\", below denoising_strength 1",
+    );
+    refuse("mask_round", !req.mask_round, "a soft latent mask");
+    refuse(
+        "mask_blur_y",
+        req.mask_blur.is_none() && req.mask_blur_x != req.mask_blur_y,
+        "a blur other than mask_blur_x's: one radius for both directions",
+    );
+}
+
+/// The mask blur A1111 applies: `mask_blur` when given (it sets both directions), else
+/// `mask_blur_x` (`inpainting_unsupported` refuses a different `mask_blur_y`).
+pub fn mask_blur(req: &GenerationRequest) -> Result<usize, ApiError> {
+    let (field, blur) = match req.mask_blur {
+        Some(b) => ("mask_blur", b),
+        None => ("mask_blur_x", req.mask_blur_x),
+    };
+    usize::try_from(blur).map_err(|_| ApiError::field(field, format!("must be 0 or more, found {blur}")))
 }
 
 /// The finished (or interrupted) generation's `info`, as A1111's `Processed.js()`.
@@ -293,6 +329,9 @@ pub fn info(
     let mut extra = Map::new();
     if let (_, Some(schedule)) = sampler.a1111_parameters() {
         extra.insert("Schedule type".into(), schedule.into());
+    }
+    if let Some(blur) = first.and_then(|g| g.mask_blur) {
+        extra.insert("Mask blur".into(), blur.into());
     }
     Info {
         prompt: request.prompt.clone(),
@@ -325,7 +364,7 @@ pub fn info(
         styles: req.styles.clone().unwrap_or_default(),
         job_timestamp,
         clip_skip: request.clip_skip,
-        is_using_inpainting_conditioning: false,
+        is_using_inpainting_conditioning: first.is_some_and(|g| g.inpainting_conditioning),
         version: format!("sd-wgpu {}", env!("CARGO_PKG_VERSION")),
     }
 }
@@ -442,8 +481,10 @@ mod tests {
             Kind::Img2Img,
             SamplerKind::Euler,
         );
-        assert_eq!(refused[0].0, "mask");
-        assert_eq!(refused.len(), 1);
+        // A mask is inpainting, of the whole picture only (A1111's default is "only masked"),
+        // starting from the image under the mask (A1111's default fill is "fill").
+        let fields: Vec<&str> = refused.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["inpaint_full_res", "inpainting_fill"]);
         // Each sampler's own eta is its default; other samplers ignore eta, as in A1111.
         let eta = |eta: f64, kind| unsupported(&request(json!({"eta": eta})), Kind::Txt2Img, kind).len();
         assert_eq!(eta(1.0, SamplerKind::EulerAncestral), 0);

@@ -78,12 +78,23 @@ async fn generate(
         Kind::Txt2Img => None,
         Kind::Img2Img => Some(init_image(&req)?),
     };
+    let mask = match (kind, req.mask.as_deref()) {
+        (Kind::Img2Img, Some(m)) if !m.is_empty() && m != "None" => {
+            let mask = input::decode_mask("mask", m, convert::mask_blur(&req)?)?;
+            match req.inpainting_mask_invert {
+                0 => Some(mask),
+                _ => Some(mask.inverted()),
+            }
+        }
+        _ => None,
+    };
     // The echo shows the size used, as A1111's shows its default 512.
     req.width = request.width.map(|w| w as u32);
     req.height = request.height.map(|h| h as u32);
     let spec = JobSpec {
         request: request.clone(),
         init_image,
+        mask,
     };
     let snap = state.run(spec).await.map_err(convert::rename)?;
     match snap.state {
