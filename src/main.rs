@@ -31,6 +31,8 @@ enum Command {
     Txt2img(cli::generate::Txt2ImgArgs),
     /// Transform an image guided by a prompt.
     Img2img(cli::generate::Img2ImgArgs),
+    /// Repaint the masked part of an image guided by a prompt.
+    Inpaint(cli::inpaint::Args),
     /// List the samplers and the names `--sampler` accepts for each (ours, A1111's, others).
     Samplers,
     /// Serve the web page and the HTTP APIs (native jobs, A1111, OpenAI images).
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cli::bench::run(a),
         Command::Txt2img(a) => cli::generate::run_txt2img(a),
         Command::Img2img(a) => cli::generate::run_img2img(a),
+        Command::Inpaint(a) => cli::inpaint::run_inpaint(a),
         Command::Samplers => cli::samplers::run(),
         Command::Serve(a) => cli::serve::run(a),
     };

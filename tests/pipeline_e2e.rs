@@ -12,7 +12,7 @@
 //! difference, and the largest difference of the 8-bit pixels.
 //!
 //! Bounds (the figures are printed with `--nocapture`):
-//! - f32, CPU and GPU: PSNR >= [`F32_PSNR`] dB and 8-bit difference <=
+//! - f32, CPU and GPU: PSNR >= `F32_PSNR` dB and 8-bit difference <=
 //!   [`F32_MAX_U8`]. Both sides compute in f32 from the same weights; what
 //!   differs is summation order (~1e-7 relative per op). Measured on the CPU:
 //!   118..136 dB (largest float difference 6e-6); the 8-bit values differ by
@@ -33,17 +33,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use sd_wgpu::checkpoint::SafetensorsFile;
-use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request, RgbImage};
-use sd_wgpu::schedulers::SamplerKind;
+use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, RgbImage};
 use sd_wgpu::text::{chunk_prompt, Triggers};
 use sd_wgpu::weights::TensorSource;
 use sd_wgpu::{DType, Device};
 use serde_json::Value;
-
-const F32_PSNR: f64 = 90.0;
-const F32_MAX_U8: u8 = 1;
-const F16_PSNR: f64 = 45.0;
-const F16_MAX_U8: u8 = 8;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline")
@@ -52,6 +46,10 @@ fn fixture() -> PathBuf {
 #[path = "support/gpu.rs"]
 mod support_gpu;
 use support_gpu::gpu;
+
+#[path = "support/e2e.rs"]
+mod e2e;
+use e2e::{compare, request, F16_MAX_U8, F16_PSNR, F32_MAX_U8, F32_PSNR};
 
 struct Cases {
     json: Value,
@@ -64,56 +62,6 @@ fn cases() -> Cases {
         json: serde_json::from_str(&text).unwrap(),
         goldens: SafetensorsFile::open(fixture().join("goldens.safetensors")).unwrap(),
     }
-}
-
-fn request(case: &Value) -> Request {
-    let num = |k: &str| case[k].as_f64().unwrap_or_else(|| panic!("case field {k}"));
-    Request {
-        prompt: case["prompt"].as_str().unwrap().into(),
-        negative_prompt: case["negative_prompt"].as_str().unwrap().into(),
-        steps: num("steps") as usize,
-        cfg_scale: num("cfg_scale") as f32,
-        sampler: Some(SamplerKind::from_name(case["sampler"].as_str().unwrap()).unwrap()),
-        seed: num("seed") as u64,
-        width: Some(num("width") as usize),
-        height: Some(num("height") as usize),
-        batch: num("batch") as usize,
-        clip_skip: num("clip_skip") as usize,
-        strength: case["strength"].as_f64().unwrap_or(0.75),
-        embeddings: Vec::new(),
-    }
-}
-
-/// PSNR (dB, peak 1), max |diff| of the floats, max |diff| of the 8-bit pixels.
-fn compare(ours: &RgbImage, reference: &[f32]) -> (f64, f64, u8) {
-    assert_eq!(ours.data.len(), reference.len());
-    let mse = ours
-        .data
-        .iter()
-        .zip(reference)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum::<f64>()
-        / reference.len() as f64;
-    let max = ours
-        .data
-        .iter()
-        .zip(reference)
-        .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
-    // diffusers' numpy_to_pil: (x * 255).round(), halves to even.
-    let ref8 = reference.iter().map(|&v| (v * 255.0).round_ties_even() as u8);
-    let max8 = ours
-        .to_rgb8()
-        .into_iter()
-        .zip(ref8)
-        .map(|(a, b)| a.abs_diff(b))
-        .max()
-        .unwrap();
-    let psnr = if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        -10.0 * mse.log10()
-    };
-    (psnr, max, max8)
 }
 
 /// Runs every case on one backend and precision; asserts the bounds and

@@ -87,19 +87,19 @@ pub fn open_folder(dir: &Path, opts: &OpenOptions) -> Result<Checkpoint> {
     clip_cfg.validate(&clip_cfg_path)?;
 
     let variant = opts.variant.as_deref();
-    let (unet, unet_file) = weights(
+    let (unet, unet_file) = component_weights(
         &dir.join("unet"),
         &["diffusion_pytorch_model"],
         variant,
         &mut warnings,
     )?;
-    let (vae, vae_file) = weights(
+    let (vae, vae_file) = component_weights(
         &dir.join("vae"),
         &["diffusion_pytorch_model"],
         variant,
         &mut warnings,
     )?;
-    let (text, text_file) = weights(
+    let (text, text_file) = component_weights(
         &dir.join("text_encoder"),
         &["model", "pytorch_model"],
         variant,
@@ -145,7 +145,7 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 }
 
 /// Finds and opens the weights of one component folder.
-fn weights(
+pub(super) fn component_weights(
     dir: &Path,
     stems: &[&str],
     variant: Option<&str>,

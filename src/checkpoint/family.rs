@@ -155,17 +155,25 @@ pub fn detect_folder(
     }
     let mut family = from_unet(unet.in_channels, unet.cross_attention_dim);
     // A small model of SD 1.x architecture (test fixtures, demo models): a
-    // StableDiffusionPipeline whose 4-channel UNet attends to its own text
-    // encoder's width.
-    let small_sd1 = class == "StableDiffusionPipeline"
-        && unet.in_channels == 4
-        && !matches!(unet.cross_attention_dim, 768 | 1024)
-        && clip.is_some_and(|c| c.hidden_size == unet.cross_attention_dim);
-    if small_sd1 {
+    // StableDiffusionPipeline whose 4-channel UNet (an inpainting pipeline's
+    // 9-channel UNet) attends to its own text encoder's width.
+    let small = |class_name: &str, channels: usize| {
+        class == class_name
+            && unet.in_channels == channels
+            && !matches!(unet.cross_attention_dim, 768 | 1024)
+            && clip.is_some_and(|c| c.hidden_size == unet.cross_attention_dim)
+    };
+    let small_sd1 = if small("StableDiffusionPipeline", 4) {
         family = Family::Sd1;
-    }
+        true
+    } else if small("StableDiffusionInpaintPipeline", 9) {
+        family = Family::Sd1Inpainting;
+        true
+    } else {
+        false
+    };
     if let Some(c) = clip.filter(|_| !small_sd1) {
-        if family == Family::Sd1 && c.hidden_size != 768 {
+        if matches!(family, Family::Sd1 | Family::Sd1Inpainting) && c.hidden_size != 768 {
             family = Family::Other(format!(
                 "an unknown model (text encoder width {} with a 768-wide UNet)",
                 c.hidden_size

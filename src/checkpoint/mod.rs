@@ -10,7 +10,8 @@
 //! bounded streaming JSON reader), `pickle/` + `torch`
 //! (non-executing torch zip reader), `source` (renamed / sharded views),
 //! `ldm` (the LDM -> diffusers key map), `family` (detection),
-//! `single_file`, `diffusers`, `open`, `embedding`.
+//! `single_file`, `diffusers`, `open`, `embedding`, `vae_file` (a VAE that
+//! replaces the checkpoint's).
 
 pub mod bytes;
 mod diffusers;
@@ -24,11 +25,13 @@ mod safetensors_header;
 mod single_file;
 pub mod source;
 pub mod torch;
+mod vae_file;
 
 pub use self::family::{Detection, Family};
 pub use self::open::{open, open_with, Checkpoint, Component, Layout, OpenOptions};
 pub use self::safetensors::SafetensorsFile;
 pub use self::torch::{TorchFile, TorchSource};
+pub use self::vae_file::{open_vae, VaeLayout, VaeOverride};
 
 /// A textual-inversion concept: a trigger word and the `n` vectors of width
 /// `width` that replace it in a prompt (row-major `[n, width]`).

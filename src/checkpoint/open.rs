@@ -92,9 +92,9 @@ pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Checkpoin
     }
 }
 
-/// Refuses every family but SD 1.x, naming what was found.
+/// Refuses every family but SD 1.x and SD 1.x inpainting, naming what was found.
 pub(super) fn require_sd1(path: &Path, d: &Detection) -> Result<()> {
-    if d.family == Family::Sd1 {
+    if matches!(d.family, Family::Sd1 | Family::Sd1Inpainting) {
         return Ok(());
     }
     Err(Error::Unsupported(format!(

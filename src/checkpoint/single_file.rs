@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::family::detect_single_file;
+use super::family::{detect_single_file, Family};
 use super::ldm::{ema_name, unet_name, vae_name};
 use super::open::{require_sd1, Checkpoint, Component, Layout};
 use super::source::{open_weights, Renamed, Target};
@@ -27,10 +27,17 @@ pub fn open_file(path: &Path) -> Result<Checkpoint> {
     require_sd1(path, &detection)?;
     let mut warnings = Vec::new();
     let file = path.display();
-    let unet_cfg = UNetConfig::default();
+    // SD 1.5's UNet; an inpainting checkpoint's takes 9 input channels (the family says which).
+    let unet_cfg = UNetConfig {
+        in_channels: match detection.family {
+            Family::Sd1Inpainting => 9,
+            _ => UNetConfig::default().in_channels,
+        },
+        ..UNetConfig::default()
+    };
     let vae_cfg = VaeConfig::default();
     let unet = unet_map(&*src, &unet_cfg, &mut warnings);
-    let vae = vae_map(&*src, &vae_cfg);
+    let vae = vae_map(&*src, VAE, Some(&vae_cfg));
     let text = text_map(&*src, TEXT);
     for (map, what, prefix) in [
         (&unet, "UNet", UNET),
@@ -125,13 +132,25 @@ fn unet_map(
     map
 }
 
-/// The VAE under diffusers names, its attention 1x1 convolutions as linears.
-fn vae_map(src: &dyn TensorSource, cfg: &VaeConfig) -> BTreeMap<String, Target> {
+/// The VAE weights under `prefix`, under diffusers names: LDM names mapped
+/// with `cfg` (the attention's 1x1 convolutions seen as linears), or, with no
+/// `cfg`, names that are diffusers names already. VAE training leftovers are
+/// skipped, as A1111 does: `loss*` and `model_ema.decay` / `.num_updates`.
+pub(super) fn vae_map(
+    src: &dyn TensorSource,
+    prefix: &str,
+    cfg: Option<&VaeConfig>,
+) -> BTreeMap<String, Target> {
     let mut map = BTreeMap::new();
     for name in src.names() {
-        let Some(n) = name.strip_prefix(VAE) else { continue };
+        let Some(n) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if n.starts_with("loss") || n == "model_ema.decay" || n == "model_ema.num_updates" {
+            continue;
+        }
         let shape = src.info(&name).map(|i| i.shape).unwrap_or_default();
-        let (new, shape) = match vae_name(n, cfg) {
+        let (new, shape) = match cfg.and_then(|cfg| vae_name(n, cfg)) {
             Some(v) if !map.contains_key(&v.name) => {
                 let squeezed = match shape[..] {
                     [o, i, 1, 1] if v.squeeze => Some(vec![o, i]),

@@ -1,8 +1,9 @@
-//! `sd-wgpu txt2img` and `sd-wgpu img2img`: flags, checks, and the run.
+//! `sd-wgpu txt2img`, `sd-wgpu img2img` and `sd-wgpu inpaint`: flags, checks, and the run
+//! (inpaint's own flags in inpaint.rs).
 //!
 //! Order of work, so that mistakes cost nothing: every flag is checked, the
 //! prompts read, the output files planned (the folder takes files, the
-//! no-overwrite rule) and the inputs (embeddings, img2img image) read before
+//! no-overwrite rule) and the inputs (embeddings, image, mask) read before
 //! the model is loaded. The model is loaded once for all prompts; each image
 //! is written as soon as it is decoded, so Ctrl-C or a crash loses at most
 //! the image in progress.
@@ -29,11 +30,12 @@ use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::Error;
 
 use super::flags::{self, must_exist, DeviceArgs, Seed};
+use super::inpaint::InpaintFlags;
 use super::interrupt::{self, Interrupted};
 use super::progress_bar::Bar;
 use super::stdout::Stdout;
 
-/// The flags txt2img and img2img share.
+/// The flags txt2img, img2img and inpaint share.
 #[derive(clap::Args)]
 pub struct CommonArgs {
     /// What to draw (or --prompt-file). A1111 syntax: (word:1.2), [word], BREAK; any length.
@@ -50,6 +52,11 @@ pub struct CommonArgs {
     /// built-in demo model, 64x64 coloured shapes).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// A VAE to use instead of the model's: a diffusers vae/ folder, a standalone VAE
+    /// file (.safetensors, .ckpt, .pt; e.g. vae-ft-mse-840000-ema-pruned) or a full
+    /// checkpoint whose VAE is taken. Recorded in the PNG as A1111's `VAE` / `VAE hash`.
+    #[arg(long, value_name = "PATH")]
+    pub vae: Option<PathBuf>,
     /// Sampling steps.
     #[arg(long, value_name = "N", default_value_t = 25)]
     pub steps: usize,
@@ -66,7 +73,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "N", value_parser = flags::seed, allow_negative_numbers = true)]
     pub seed: Option<Seed>,
     /// Image width in pixels, a multiple of 8 (default: the model's native size;
-    /// img2img: the input's width rounded down to a multiple of 8).
+    /// img2img, inpaint: the input's width rounded down to a multiple of 8).
     #[arg(long, value_name = "N")]
     pub width: Option<usize>,
     /// Image height in pixels, a multiple of 8 (defaults as --width).
@@ -132,15 +139,37 @@ pub struct Img2ImgArgs {
     pub common: CommonArgs,
 }
 
+/// What a run starts from besides the prompt.
+pub(super) enum Input {
+    Txt2img,
+    Img2img { image: PathBuf, strength: f64 },
+    Inpaint(InpaintFlags),
+}
+
+impl Input {
+    /// The input image and the strength, for img2img and inpainting.
+    fn image(&self) -> Option<(&PathBuf, f64)> {
+        match self {
+            Input::Txt2img => None,
+            Input::Img2img { image, strength } => Some((image, *strength)),
+            Input::Inpaint(a) => Some((&a.image, a.strength)),
+        }
+    }
+}
+
 pub fn run_txt2img(args: Txt2ImgArgs) -> anyhow::Result<()> {
-    run(args.common, None)
+    run(args.common, Input::Txt2img)
 }
 
 pub fn run_img2img(args: Img2ImgArgs) -> anyhow::Result<()> {
-    run(args.common, Some((args.image, args.strength)))
+    let input = Input::Img2img {
+        image: args.image,
+        strength: args.strength,
+    };
+    run(args.common, input)
 }
 
-fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> {
+pub(super) fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
     let say = |line: String| {
         if !args.quiet {
             eprintln!("{line}");
@@ -162,10 +191,10 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
         height: args.height,
         batch: args.batch,
         clip_skip: args.clip_skip,
-        strength: img2img.as_ref().map_or(0.75, |(_, s)| *s),
+        strength: input.image().map_or(0.75, |(_, s)| s),
         embeddings: Vec::new(),
     };
-    match img2img {
+    match input.image() {
         Some(_) => {
             req.check_img2img()?;
         }
@@ -175,9 +204,15 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
     let dtype = args.device.dtype;
     let vae_tiling = args.vae_tiling;
     let source = model_source(args.model.as_ref())?;
-    if let Some((path, _)) = &img2img {
+    if let Some(path) = &args.vae {
+        must_exist("--vae", path)?;
+    }
+    if let Some((path, _)) = input.image() {
         must_exist("--image", path)?;
         check_image_size(&req, path)?;
+    }
+    if let Input::Inpaint(a) = &input {
+        must_exist("--mask", &a.mask)?;
     }
     for path in &args.embeddings {
         must_exist("--embedding", path)?;
@@ -211,9 +246,13 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
     for path in &args.embeddings {
         req.embeddings.push(TextualInversion::load(path)?);
     }
-    let image = match &img2img {
+    let image = match input.image() {
         Some((path, _)) => Some(RgbImage::load(path)?),
         None => None,
+    };
+    let mask = match (&input, &image) {
+        (Input::Inpaint(a), Some(img)) => Some(a.load_mask(img)?),
+        _ => None,
     };
     if random_seed {
         say(format!("seed {} (random; pass --seed to repeat)", req.seed));
@@ -234,6 +273,7 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
             vae_tiling,
             variant: None,
             loras: lora_sets[0].clone(),
+            vae: args.vae.clone(),
         },
     )?;
     let load_secs = t.elapsed().as_secs_f64();
@@ -288,9 +328,10 @@ fn run(args: CommonArgs, img2img: Option<(PathBuf, f64)>) -> anyhow::Result<()> 
             write_time += t.elapsed();
             Ok(())
         };
-        let report = match &image {
-            Some(img) => pipe.img2img_each(&req, img, &mut bar, &mut on_image),
-            None => pipe.txt2img_each(&req, &mut bar, &mut on_image),
+        let report = match (&image, &mask) {
+            (Some(img), Some(mask)) => pipe.inpaint_each(&req, img, mask, &mut bar, &mut on_image),
+            (Some(img), None) => pipe.img2img_each(&req, img, &mut bar, &mut on_image),
+            _ => pipe.txt2img_each(&req, &mut bar, &mut on_image),
         };
         match report {
             Ok(r) => add_timings(&mut timings, r.timings),

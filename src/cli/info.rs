@@ -1,4 +1,4 @@
-//! `sd-wgpu info [--model PATH]`: what a checkpoint is, without loading it
+//! `sd-wgpu info [--model PATH] [--vae PATH]`: what a checkpoint is, without loading it
 //! (the built-in demo model without `--model`). It runs the checks loading
 //! runs before it reads a weight (`pipeline::check`): a checkpoint `info`
 //! accepts loads, and one it refuses gets the same error as `txt2img`.
@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use super::stdout::Stdout;
-use sd_wgpu::checkpoint::{open_with, Component, OpenOptions};
+use sd_wgpu::checkpoint::{open_vae, open_with, Component, OpenOptions};
 use sd_wgpu::pipeline::check;
 use sd_wgpu::pipeline::embedded::{default_cache_dir, demo_model_dir};
 
@@ -21,6 +21,9 @@ pub struct Args {
     /// diffusers weights variant to inspect (e.g. fp16).
     #[arg(long)]
     pub variant: Option<String>,
+    /// A VAE replacing the model's (as txt2img --vae): shown and checked in its place.
+    #[arg(long, value_name = "PATH")]
+    pub vae: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -34,7 +37,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => demo_model_dir(&default_cache_dir())?,
     };
-    let ck = open_with(&path, &opts)?;
+    let mut ck = open_with(&path, &opts)?;
+    if let Some(vae) = &args.vae {
+        must_exist("--vae", vae)?;
+        ck.replace_vae(open_vae(vae, &ck.vae.config, opts.variant.as_deref())?)?;
+    }
     let checked = check(&ck);
     let mut out = Stdout::new();
     out.line(format_args!("model:   {}", ck.path.display()));

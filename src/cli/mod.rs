@@ -5,6 +5,7 @@ pub mod bench;
 pub mod flags;
 pub mod generate;
 pub mod info;
+pub mod inpaint;
 pub mod interrupt;
 pub mod progress_bar;
 pub mod samplers;

@@ -23,6 +23,10 @@ pub struct Args {
     /// built-in demo model, with its `<hazard>` concept).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// A VAE to use instead of the model's: a diffusers vae/ folder, a standalone VAE file
+    /// or a full checkpoint whose VAE is taken (as txt2img --vae).
+    #[arg(long, value_name = "PATH")]
+    pub vae: Option<PathBuf>,
     /// Folder of textual-inversion embeddings (.pt, .bin, .safetensors): requests use them
     /// by trigger word.
     #[arg(long, value_name = "DIR")]
@@ -75,6 +79,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => ModelSource::demo(),
     };
+    if let Some(path) = &args.vae {
+        must_exist("--vae", path)?;
+    }
     let concepts = match (&args.embeddings, &args.model) {
         (Some(dir), _) => load_concepts(dir)?,
         (None, None) => vec![TextualInversion::from_bytes(
@@ -98,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     serve(Config {
         model,
+        vae: args.vae,
         concepts,
         loras: ServerLoras {
             fixed: args.loras,

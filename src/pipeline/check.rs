@@ -46,14 +46,17 @@ pub fn check(ck: &Checkpoint) -> Result<Checked> {
             clip.hidden_size
         )));
     }
-    if unet.in_channels != vae.latent_channels || unet.out_channels != vae.latent_channels {
+    // An inpainting UNet also takes the mask (1 channel) and the masked image's latents.
+    let z = vae.latent_channels;
+    if ![z, 2 * z + 1].contains(&unet.in_channels) || unet.out_channels != z {
         return Err(Error::Unsupported(format!(
             "{}: the UNet maps {} to {} latent channels (in_channels, out_channels) but the VAE \
-             has {} (latent_channels); all three must be equal",
+             has {z} (latent_channels); the UNet must map {z} (or {} for inpainting: latents, mask, \
+             masked image) to {z}",
             path.display(),
             unet.in_channels,
             unet.out_channels,
-            vae.latent_channels
+            2 * z + 1
         )));
     }
     let mut warnings = Vec::new();

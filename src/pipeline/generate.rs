@@ -1,6 +1,7 @@
 //! txt2img and img2img: diffusers' `StableDiffusionPipeline` and
 //! `StableDiffusionImg2ImgPipeline`, step for step, so that a seed gives
-//! diffusers' image (tests/pipeline_e2e.rs measures how closely).
+//! diffusers' image (tests/pipeline_e2e.rs measures how closely). Inpainting
+//! runs the same loop with the additions `inpaint.rs` describes.
 //!
 //! Per image `i` of a batch (images are generated one after the other, each
 //! with its own generator seeded `seed + i`, diffusers'
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::conditioning::Conditioning;
 use super::image_io::{default_size, RgbImage};
+use super::inpaint::{InpaintState, Inpainting, MaskInput};
 use super::load::Pipeline;
 use super::params::GenerationInfo;
 use super::progress::{Control, Progress, Stage, Step};
@@ -81,15 +83,18 @@ struct Job<'a> {
     cond: Conditioning,
     /// img2img: the input image's latent distribution.
     posterior: Option<Posterior>,
+    inpainting: Option<Inpainting>,
 }
 
 /// The resolved settings of one request.
-struct Plan {
+pub(super) struct Plan {
     sampler: SamplerKind,
-    width: usize,
-    height: usize,
+    pub width: usize,
+    pub height: usize,
     /// img2img: the strength and what it leaves of the schedule.
     start: Option<(f64, Img2ImgStart)>,
+    /// Inpainting: the mask's blur radius (A1111's "Mask blur").
+    pub mask_blur: Option<usize>,
 }
 
 impl Pipeline {
@@ -108,7 +113,7 @@ impl Pipeline {
         on_image: &mut OnImage,
     ) -> Result<Report> {
         let plan = self.plan(req, self.default_size(), "the model's native size", false)?;
-        self.generate(req, &plan, None, progress, on_image)
+        self.generate(req, &plan, None, None, progress, on_image)
     }
 
     /// Transforms `image`: resized to `req.width` x `req.height` when given
@@ -134,12 +139,12 @@ impl Pipeline {
         let from = format!("the input image ({}x{} px)", image.width, image.height);
         let plan = self.plan(req, size, &from, true)?;
         let image = image.resized(plan.width, plan.height);
-        self.generate(req, &plan, Some(&image), progress, on_image)
+        self.generate(req, &plan, Some(&image), None, progress, on_image)
     }
 
     /// Every check that needs the model, before any work. The image size is `req`'s, else
     /// `default_size`, described by `default_from` in errors.
-    fn plan(
+    pub(super) fn plan(
         &self,
         req: &Request,
         default_size: (usize, usize),
@@ -183,19 +188,25 @@ impl Pipeline {
             width,
             height,
             start,
+            mask_blur: None,
         })
     }
 
-    fn generate(
+    /// Runs a planned request: txt2img without `image`, img2img with it, inpainting with
+    /// `image` and `mask` (both at the planned size).
+    pub(super) fn generate(
         &self,
         req: &Request,
         plan: &Plan,
         image: Option<&RgbImage>,
+        mask: Option<&MaskInput>,
         progress: &mut dyn Progress,
         on_image: &mut OnImage,
     ) -> Result<Report> {
+        self.check_mode(mask.is_some())?;
         let mut timings = Timings::default();
         let mut warnings = self.warnings_for(req, plan);
+        warnings.extend(mask.map(Pipeline::mask_warnings).unwrap_or_default());
         warnings.extend(self.unused_embedding_warnings(req)?);
         for w in &warnings {
             progress.warning(w);
@@ -208,18 +219,27 @@ impl Pipeline {
         self.device().sync()?;
         timings.text_encode = t.elapsed();
 
-        let posterior = match image {
+        let (posterior, inpainting) = match image {
             Some(img) => {
                 check_cancel(progress)?;
                 progress.stage(Stage::EncodingImage);
                 let t = Instant::now();
-                let pixels =
-                    Tensor::from_vec(img.to_chw_signed(), &[1, 3, img.height, img.width], self.device())?;
-                let p = self.vae.encode(&pixels, self.vae_tiling)?; // [1, Z, h, w] each
+                let encoded = match (mask, plan.start) {
+                    (Some(mask), Some((strength, _))) => {
+                        let (p, inpainting) = self.encode_inpainting(img, &mask.prepared, strength)?;
+                        (p, Some(inpainting))
+                    }
+                    _ => {
+                        let shape = [1, 3, img.height, img.width];
+                        let pixels = Tensor::from_vec(img.to_chw_signed(), &shape, self.device())?;
+                        (Some(self.vae.encode(&pixels, self.vae_tiling)?), None)
+                        // [1, Z, h, w] each
+                    }
+                };
                 timings.image_encode = t.elapsed();
-                Some(p)
+                encoded
             }
-            None => None,
+            None => (None, None),
         };
 
         let job = Job {
@@ -227,8 +247,10 @@ impl Pipeline {
             plan,
             cond,
             posterior,
+            inpainting,
         };
         let model_hash = self.model_hash();
+        let vae_hash = self.vae_hash();
         for i in 0..req.batch {
             check_cancel(progress)?;
             progress.stage(Stage::Sampling { image: i });
@@ -245,7 +267,7 @@ impl Pipeline {
             timings.decode += t.elapsed();
             on_image(Generated {
                 image,
-                info: self.info(req, plan, i, model_hash.clone()),
+                info: self.info(req, plan, i, model_hash.clone(), vae_hash.clone()),
             })?;
         }
         Ok(Report { timings, warnings })
@@ -285,13 +307,24 @@ impl Pipeline {
     ) -> Result<Vec<f32>> {
         let (req, plan) = (job.req, job.plan);
         let f = self.vae_scale();
-        let z = self.unet.config().in_channels;
+        let z = self.vae.config().latent_channels;
         let shape = [1, z, plan.height / f, plan.width / f];
+        // The UNet's input: the latents, and for an inpainting UNet the mask and masked image.
+        let unet_shape = [1, self.unet.config().in_channels, shape[2], shape[3]];
         let n: usize = shape.iter().product();
         let mut sampler = plan.sampler.build(&self.scheduler, req.steps)?;
         let mut rng = BatchRng::new(req.seed_of(i), 1);
-        let mut latents = match (&job.posterior, plan.start) {
-            (Some(post), Some((strength, _))) => {
+        let mut inpaint: Option<InpaintState> = None;
+        let mut latents = match (&job.inpainting, &job.posterior, plan.start) {
+            (Some(inpainting), post, Some((strength, _))) => {
+                sampler.start_at_strength(strength)?;
+                let device = self.vae.device();
+                let (latents, state) =
+                    inpainting.start(&*sampler, post.as_ref(), strength, &shape, &mut rng, device)?;
+                inpaint = Some(state);
+                latents
+            }
+            (None, Some(post), Some((strength, _))) => {
                 sampler.start_at_strength(strength)?;
                 let sample_noise = Tensor::from_vec(rng.randn(n), &shape, self.vae.device())?;
                 let clean = post.sample(&sample_noise).to_vec_f32()?; // [1, Z, h, w]
@@ -308,9 +341,15 @@ impl Pipeline {
         for call in 0..calls {
             let t = Instant::now();
             let timestep = sampler.timesteps()[call];
-            let input = sampler.scale_model_input(&latents, call);
-            let eps = self.predict_noise(&input, &shape, timestep, &job.cond, req.cfg_scale)?;
+            let mut input = sampler.scale_model_input(&latents, call);
+            if let Some(state) = &inpaint {
+                input = state.model_input(input);
+            }
+            let eps = self.predict_noise(&input, &unet_shape, timestep, &job.cond, req.cfg_scale)?;
             latents = sampler.step(&eps, call, &latents, &mut rng);
+            if let Some(state) = &inpaint {
+                latents = state.blend(latents, &*sampler, call, calls);
+            }
             if let Some(bad) = latents.iter().position(|v| !v.is_finite()) {
                 return Err(Error::NonFinite(format!(
                     "latents after model call {} of {calls} (image {i}, seed {}; first at {bad}){}",
@@ -342,7 +381,8 @@ impl Pipeline {
         Ok(latents)
     }
 
-    /// The guided noise prediction for `input [1, Z, h, w]` at `timestep`.
+    /// The guided noise prediction `[1, Z, h, w]` for `input [1, C, h, w]` at `timestep` (C = Z,
+    /// or an inpainting UNet's 2 Z + 1).
     fn predict_noise(
         &self,
         input: &[f32],
@@ -356,13 +396,13 @@ impl Pipeline {
             let x = Tensor::from_vec(input.to_vec(), shape, self.device())?;
             return self.unet.forward(&x, &t, &cond.context)?.to_vec_f32();
         }
-        let [_, z, h, w] = *shape;
+        let [_, c, h, w] = *shape;
         let mut both = Vec::with_capacity(2 * input.len());
         both.extend_from_slice(input);
         both.extend_from_slice(input);
-        let x = Tensor::from_vec(both, &[2, z, h, w], self.device())?; // [2, Z, h, w]
+        let x = Tensor::from_vec(both, &[2, c, h, w], self.device())?; // [2, C, h, w]
         let out = self.unet.forward(&x, &t, &cond.context)?.to_vec_f32()?; // [2, Z, h, w]
-        let (uncond, text) = out.split_at(input.len());
+        let (uncond, text) = out.split_at(out.len() / 2);
         Ok(uncond
             .iter()
             .zip(text)
@@ -384,7 +424,14 @@ impl Pipeline {
         ))
     }
 
-    fn info(&self, req: &Request, plan: &Plan, i: usize, model_hash: Option<String>) -> GenerationInfo {
+    fn info(
+        &self,
+        req: &Request,
+        plan: &Plan,
+        i: usize,
+        model_hash: Option<String>,
+        vae_hash: Option<String>,
+    ) -> GenerationInfo {
         GenerationInfo {
             prompt: req.prompt.clone(),
             negative_prompt: req.negative_prompt.clone(),
@@ -396,8 +443,12 @@ impl Pipeline {
             height: plan.height,
             model_hash,
             model_name: self.model_name().to_string(),
+            vae_name: self.vae_name().map(str::to_string),
+            vae_hash,
             clip_skip: req.clip_skip,
             denoising_strength: plan.start.map(|(s, _)| s as f32),
+            mask_blur: plan.mask_blur,
+            inpainting_conditioning: self.is_inpainting_model(),
             embeddings: self.used_embedding_hashes(req),
             loras: self.lora_hashes(),
         }
@@ -405,7 +456,7 @@ impl Pipeline {
 }
 
 /// Runs a generation that hands images over, keeping them all.
-fn collect(run: impl FnOnce(&mut OnImage) -> Result<Report>) -> Result<Generation> {
+pub(super) fn collect(run: impl FnOnce(&mut OnImage) -> Result<Report>) -> Result<Generation> {
     let mut images = Vec::new();
     let report = run(&mut |g| {
         images.push(g);

@@ -14,7 +14,8 @@
 //!   class sd-wgpu does not have).
 //! - Model hash: A1111's "AutoV2" hash (the first 10 hex digits of the
 //!   SHA-256 of the weights file: the single file, or a folder's UNet
-//!   weights), computed on a background thread while the weights load.
+//!   weights), computed on a background thread while the weights load; the
+//!   same for a replacement VAE ([`LoadOptions::vae`]), A1111's `VAE hash`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::check::check;
 use super::embedded::{default_cache_dir, demo_model_dir, DEMO_MODEL_NAME};
 use super::request::hex_prefix;
-use crate::checkpoint::{open_with, Layout, OpenOptions};
+use crate::checkpoint::{open_vae, open_with, Layout, OpenOptions};
 use crate::lora::{LoraSet, LoraSpec, Part};
 use crate::models::{ClipTextModel, Tiling, UNet, Vae};
 use crate::schedulers::{SamplerKind, SchedulerConfig};
@@ -71,6 +72,9 @@ pub struct LoadOptions {
     pub vae_tiling: Tiling,
     /// A diffusers weights variant (`fp16`).
     pub variant: Option<String>,
+    /// A VAE replacing the checkpoint's: a diffusers `vae/` folder, a
+    /// standalone VAE file or a full checkpoint (`checkpoint::open_vae`).
+    pub vae: Option<PathBuf>,
     /// LoRAs merged into the UNet and text encoder as they load (see [`crate::lora`]).
     pub loras: Vec<LoraSpec>,
 }
@@ -83,6 +87,7 @@ impl Default for LoadOptions {
             dtype: None,
             vae_tiling: Tiling::Auto,
             variant: None,
+            vae: None,
             loras: Vec::new(),
         }
     }
@@ -102,6 +107,8 @@ pub struct Pipeline {
     model_name: String,
     device: Device,
     hash: ModelHash,
+    /// The replacement VAE's name and hash (A1111's `VAE` / `VAE hash`).
+    vae_override: Option<(String, ModelHash)>,
     notes: Vec<String>,
     warnings: Vec<String>,
 }
@@ -112,12 +119,21 @@ impl Pipeline {
             ModelSource::Path(path) => (path, None),
             ModelSource::Demo { cache_dir } => (demo_model_dir(&cache_dir)?, Some(DEMO_MODEL_NAME)),
         };
-        let ck = open_with(
+        let mut ck = open_with(
             &path,
             &OpenOptions {
                 variant: opts.variant.clone(),
             },
         )?;
+        let vae_override = match &opts.vae {
+            Some(vae_path) => {
+                let vae = open_vae(vae_path, &ck.vae.config, opts.variant.as_deref())?;
+                let (name, file) = (vae.name.clone(), vae.file.clone());
+                ck.replace_vae(vae)?;
+                Some((name, ModelHash::start(Some(file))))
+            }
+            None => None,
+        };
         // Every size and shape is checked before anything is allocated.
         let mut checked = check(&ck)?;
         let hash_file = ck.unet.files.first().cloned();
@@ -167,6 +183,7 @@ impl Pipeline {
             model_name,
             device,
             hash,
+            vae_override,
             notes: ck.warnings,
             warnings: checked.warnings,
         })
@@ -206,6 +223,18 @@ impl Pipeline {
     /// `None` when the weights file could not be read again.
     pub fn model_hash(&self) -> Option<String> {
         self.hash.get()
+    }
+
+    /// The replacement VAE's file (or folder) name, as A1111's `VAE:` field;
+    /// `None` when the checkpoint's own VAE is used.
+    pub fn vae_name(&self) -> Option<&str> {
+        self.vae_override.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// A1111's `VAE hash` of the replacement VAE (first 10 hex digits of its
+    /// weights file's SHA-256); waits for the background hash.
+    pub fn vae_hash(&self) -> Option<String> {
+        self.vae_override.as_ref().and_then(|(_, hash)| hash.get())
     }
 
     /// What the loader noticed (EMA weights chosen, variant used, ...): for

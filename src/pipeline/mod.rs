@@ -1,5 +1,5 @@
-//! Turning models into images: txt2img and img2img, and their inputs and
-//! outputs (images, PNG metadata, output files).
+//! Turning models into images: txt2img, img2img and inpainting, and their
+//! inputs and outputs (images, masks, PNG metadata, output files).
 //!
 //! ```no_run
 //! use sd_wgpu::pipeline::{LoadOptions, NoProgress, Pipeline, Request};
@@ -17,7 +17,8 @@
 //! verified before loading, also for `sd-wgpu info`), `embedded` (the
 //! built-in demo model), `request` (what a
 //! generation asks for), `conditioning` (prompts to text states),
-//! `generate` (the sampling loops), `progress` (callbacks, cancellation),
+//! `generate` (the sampling loops), `inpaint` (its additions for
+//! inpainting), `mask` (inpainting masks), `progress` (callbacks, cancellation),
 //! `image_io`, `output`, `params` (images in and out, PNG metadata),
 //! `atomic` (writing files safely in a shared folder), `loras` (changing the
 //! LoRAs of a loaded pipeline, prompt tags checked).
@@ -28,8 +29,10 @@ mod conditioning;
 pub mod embedded;
 mod generate;
 pub mod image_io;
+mod inpaint;
 mod load;
 mod loras;
+pub mod mask;
 pub mod output;
 pub mod params;
 mod progress;
@@ -41,6 +44,7 @@ pub use conditioning::{guided, Conditioning};
 pub use generate::{Generated, Generation, OnImage, Report, Timings};
 pub use image_io::RgbImage;
 pub use load::{LoadOptions, ModelSource, Pipeline};
+pub use mask::{Mask, DEFAULT_MASK_BLUR};
 pub use params::GenerationInfo;
 pub use progress::{Control, NoProgress, Progress, Stage, Step};
 pub use request::{check_side, Request, TextualInversion, MAX_CFG_SCALE, MAX_SIDE};

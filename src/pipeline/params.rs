@@ -18,10 +18,19 @@ pub struct GenerationInfo {
     /// A1111's "AutoV2" hash: first 10 hex digits of the weights' SHA-256.
     pub model_hash: Option<String>,
     pub model_name: String,
+    /// A VAE replacing the checkpoint's: its file name and A1111's hash of it
+    /// (first 10 hex digits of the file's SHA-256).
+    pub vae_name: Option<String>,
+    pub vae_hash: Option<String>,
     /// Only written when not 1, as A1111 does.
     pub clip_skip: usize,
-    /// img2img only.
+    /// img2img and inpainting only.
     pub denoising_strength: Option<f32>,
+    /// Inpainting only: the mask's blur radius in pixels.
+    pub mask_blur: Option<usize>,
+    /// An inpainting UNet (mask and masked image as input) made the image: A1111 writes its
+    /// `Conditional mask weight` (1.0, the weight sd-wgpu applies: the mask as given).
+    pub inpainting_conditioning: bool,
     /// Textual-inversion triggers used, with their file hashes.
     pub embeddings: Vec<(String, String)>,
     /// LoRAs merged into the model, `(name, A1111 short hash)`.
@@ -55,11 +64,25 @@ impl GenerationInfo {
             kv.push(("Model hash", h.clone()));
         }
         kv.push(("Model", quote(&self.model_name)));
+        if let Some(h) = &self.vae_hash {
+            kv.push(("VAE hash", h.clone()));
+        }
+        if let Some(n) = &self.vae_name {
+            kv.push(("VAE", quote(n)));
+        }
         if let Some(d) = self.denoising_strength {
             kv.push(("Denoising strength", format!("{d}")));
         }
+        if self.inpainting_conditioning {
+            kv.push(("Conditional mask weight", "1.0".into()));
+        }
         if self.clip_skip > 1 {
             kv.push(("Clip skip", self.clip_skip.to_string()));
+        }
+        // A1111 adds it to `extra_generation_params` when the job has a mask, before the
+        // prompt's TI hashes.
+        if let Some(b) = self.mask_blur {
+            kv.push(("Mask blur", b.to_string()));
         }
         if !self.loras.is_empty() {
             let v: Vec<String> = self.loras.iter().map(|(n, h)| format!("{n}: {h}")).collect();
@@ -98,8 +121,12 @@ mod tests {
             height: 768,
             model_hash: Some("6ce0161689".into()),
             model_name: "v1-5-pruned-emaonly".into(),
+            vae_name: Some("vae-ft-mse-840000-ema-pruned.safetensors".into()),
+            vae_hash: Some("735e4c3a44".into()),
             clip_skip: 2,
             denoising_strength: Some(0.75),
+            mask_blur: Some(4),
+            inpainting_conditioning: true,
             embeddings: vec![("<teal>".into(), "abc123def0".into())],
             loras: vec![
                 ("fox".into(), "0123456789ab".into()),
@@ -112,7 +139,9 @@ mod tests {
             format!(
                 "a red circle on a blue background\nNegative prompt: blurry\nSteps: 20, Sampler: DPM++ 2M, \
                  Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x768, Model hash: 6ce0161689, \
-                 Model: v1-5-pruned-emaonly, Denoising strength: 0.75, Clip skip: 2, \
+                 Model: v1-5-pruned-emaonly, \
+                 VAE hash: 735e4c3a44, VAE: vae-ft-mse-840000-ema-pruned.safetensors, Denoising strength: 0.75, \
+                 Conditional mask weight: 1.0, Clip skip: 2, Mask blur: 4, \
                  Lora hashes: \"fox: 0123456789ab, style: ba9876543210\", TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
             )
         );

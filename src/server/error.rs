@@ -153,7 +153,7 @@ fn field_of(name: &str) -> Option<String> {
         return Some("concepts".into());
     }
     match name {
-        "sampler" | "steps" | "prompt" | "negative_prompt" => Some(name.to_string()),
+        "sampler" | "steps" | "prompt" | "negative_prompt" | "mask" => Some(name.to_string()),
         _ => None,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::pipeline::RgbImage;
+use crate::pipeline::{Mask, RgbImage};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
@@ -18,6 +18,17 @@ pub fn decode_image(field: &str, text: &str) -> Result<RgbImage, ApiError> {
         crate::Error::BadFile { msg, .. } => ApiError::field(field, msg),
         e => ApiError::field(field, e.to_string()),
     })
+}
+
+/// An inpainting mask sent in JSON, as [`decode_image`] (white repaints; see [`Mask::load`]),
+/// with the blur `blur`. Errors name `field`.
+pub fn decode_mask(field: &str, text: &str, blur: usize) -> Result<Mask, ApiError> {
+    let bytes = decode_base64(field, text)?;
+    let mask = Mask::from_bytes(&bytes, Path::new(field)).map_err(|e| match e {
+        crate::Error::BadFile { msg, .. } => ApiError::field(field, msg),
+        e => ApiError::field(field, e.to_string()),
+    })?;
+    Ok(mask.with_blur(blur))
 }
 
 /// The bytes of a file sent in JSON as base64, optionally as a data URL. Errors name `field`.

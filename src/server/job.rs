@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::pipeline::{GenerationInfo, Request, RgbImage};
+use crate::pipeline::{GenerationInfo, Mask, Request, RgbImage};
 
 use super::error::ApiError;
 
@@ -13,10 +13,12 @@ use super::error::ApiError;
 pub type JobId = String;
 
 /// What a job generates: a checked request (embeddings already resolved by name) and,
-/// for img2img, the decoded input image.
+/// for img2img, the decoded input image; for inpainting also the mask (its blur set, any
+/// inversion applied).
 pub struct JobSpec {
     pub request: Request,
     pub init_image: Option<RgbImage>,
+    pub mask: Option<Mask>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

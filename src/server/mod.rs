@@ -32,6 +32,7 @@ pub mod worker;
 
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Everything `sd-wgpu serve` was asked for.
 pub struct Config {
     pub model: ModelSource,
+    /// A VAE replacing the model's (`--vae`).
+    pub vae: Option<PathBuf>,
     /// Concepts every request may use by trigger word.
     pub concepts: Vec<TextualInversion>,
     /// `--lora` and `--lora-dir` (see [`loras`]).
@@ -80,6 +83,7 @@ pub fn serve(config: Config) -> Result<()> {
         device: choice.device,
         dtype: config.dtype,
         loras: config.loras.fixed.clone(),
+        vae: config.vae,
         ..LoadOptions::default()
     };
     let loras = Arc::new(config.loras);

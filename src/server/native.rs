@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::pipeline::Request;
+use crate::pipeline::{Mask, Request, DEFAULT_MASK_BLUR};
 use crate::schedulers::SamplerKind;
 use crate::text::{chunk_prompt, CHUNK_TOKENS};
 use axum::extract::{Path, RawQuery, State};
@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::error::{ApiError, ApiJson};
-use super::input::{base64, decode_image, seed};
+use super::input::{base64, decode_image, decode_mask, seed};
 use super::jobs::{JobEvent, JobSnapshot, JobSpec, JobState, StepUpdate};
 use super::state::AppState;
 
@@ -60,10 +60,16 @@ pub struct JobRequest {
     pub height: Option<usize>,
     pub batch: Option<usize>,
     pub clip_skip: Option<usize>,
-    /// img2img only.
+    /// img2img and inpainting only (inpainting's default: 1).
     pub strength: Option<f64>,
-    /// Base64 or a data URL; present means img2img.
+    /// Base64 or a data URL; present means img2img (inpainting with `mask`).
     pub init_image: Option<String>,
+    /// Inpainting: the mask, base64 or a data URL, the image's size; white repaints.
+    pub mask: Option<String>,
+    /// Inpainting: the mask's Gaussian blur in pixels (default 4, A1111's).
+    pub mask_blur: Option<usize>,
+    /// Inpainting: repaint the black area instead.
+    pub invert_mask: Option<bool>,
     /// Trigger words of loaded concepts the prompts may use; absent: the loaded concepts
     /// whose trigger occurs in the prompts.
     pub concepts: Option<Vec<String>>,
@@ -90,6 +96,7 @@ impl JobRequest {
             .as_deref()
             .map(|s| decode_image("init_image", s))
             .transpose()?;
+        let mask = self.mask()?;
         let request = Request {
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
@@ -101,14 +108,51 @@ impl JobRequest {
             height: self.height,
             batch: self.batch.unwrap_or(defaults.batch),
             clip_skip: self.clip_skip.unwrap_or(defaults.clip_skip),
-            strength: self.strength.unwrap_or(defaults.strength),
+            // Inpainting's default is the CLI's (diffusers'): 1.
+            strength: self
+                .strength
+                .unwrap_or(if mask.is_some() { 1.0 } else { defaults.strength }),
             embeddings: state.model.concepts(
                 self.concepts.as_deref(),
                 "concepts",
                 &[&self.prompt, &self.negative_prompt],
             )?,
         };
-        Ok(JobSpec { request, init_image })
+        Ok(JobSpec {
+            request,
+            init_image,
+            mask,
+        })
+    }
+
+    /// The inpainting mask, blurred and inverted as asked; the mask fields need `mask`, which
+    /// needs `init_image`.
+    fn mask(&self) -> Result<Option<Mask>, ApiError> {
+        let Some(text) = self.mask.as_deref() else {
+            for (field, given) in [
+                ("mask_blur", self.mask_blur.is_some()),
+                ("invert_mask", self.invert_mask.is_some()),
+            ] {
+                if given {
+                    return Err(ApiError::field(
+                        field,
+                        "applies to inpainting only: send mask (and init_image) too, or leave it out",
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        if self.init_image.is_none() {
+            return Err(ApiError::field(
+                "mask",
+                "inpainting needs the image the mask applies to: send init_image too",
+            ));
+        }
+        let mask = decode_mask("mask", text, self.mask_blur.unwrap_or(DEFAULT_MASK_BLUR))?;
+        Ok(Some(match self.invert_mask {
+            Some(true) => mask.inverted(),
+            _ => mask,
+        }))
     }
 }
 
@@ -359,6 +403,7 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "model": m.name,
         "hash": m.hash,
+        "vae": m.vae.as_ref().map(|(name, hash)| json!({ "name": name, "hash": hash })),
         "device": m.device,
         "version": env!("CARGO_PKG_VERSION"),
         "samplers": samplers,

@@ -170,6 +170,7 @@ async fn generations(
     let spec = JobSpec {
         request,
         init_image: None,
+        mask: None,
     };
     let snap = state.run(spec).await.map_err(rename)?;
     if snap.state != JobState::Done {

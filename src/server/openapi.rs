@@ -146,6 +146,7 @@ pub fn document() -> Value {
     paths.insert("/sdapi/v1/interrupt".into(), json!({ "post": op("A1111 interrupt: cancel the running job", None, &[("200", "Done", obj.clone())]) }));
     paths.insert("/sdapi/v1/samplers".into(), json!({ "get": op("A1111 samplers: [{name, aliases, options}]", None, &[("200", "Samplers", json!({ "type": "array" }))]) }));
     paths.insert("/sdapi/v1/schedulers".into(), json!({ "get": op("A1111 1.9 schedulers: the `scheduler` values accepted (Automatic, Karras)", None, &[("200", "Schedulers", json!({ "type": "array" }))]) }));
+    paths.insert("/sdapi/v1/sd-vae".into(), json!({ "get": op("A1111 VAEs: the one serve --vae loaded (empty without)", None, &[("200", "VAEs", json!({ "type": "array" }))]) }));
     paths.insert("/sdapi/v1/sd-models".into(), json!({ "get": op("A1111 models: the loaded one", None, &[("200", "Models", json!({ "type": "array" }))]) }));
     paths.insert(
         "/sdapi/v1/options".into(),
@@ -222,8 +223,11 @@ fn schemas() -> Value {
             "height": int("As width; width x height at most --max-pixels"),
             "batch": int("Images, seeds seed, seed+1, ...; 1 to 8"),
             "clip_skip": int("1 = the text encoder's last layer"),
-            "strength": num("img2img: 0 to 1; default 0.75"),
+            "strength": num("img2img: 0 to 1; default 0.75 (inpainting: 1)"),
             "init_image": string("img2img input: base64 or a data URL"),
+            "mask": string("Inpainting (with init_image): base64 or a data URL, the image's size; white repaints"),
+            "mask_blur": int("Inpainting: Gaussian blur of the mask in pixels, 0 to 256; default 4"),
+            "invert_mask": { "type": "boolean", "description": "Inpainting: repaint the black area instead" },
             "concepts": { "type": "array", "items": { "type": "string" },
                 "description": "Trigger words of loaded concepts; absent: those the prompts mention" } } },
         "Job": { "type": "object", "properties": {
@@ -243,6 +247,7 @@ fn schemas() -> Value {
             "created": num("Unix time"), "started": num("Unix time"), "finished": num("Unix time") } },
         "Info": { "type": "object", "properties": {
             "model": { "type": "string" }, "hash": { "type": ["string", "null"] }, "device": { "type": "string" },
+            "vae": { "type": ["object", "null"], "description": "the VAE replacing the model's (serve --vae): name, hash" },
             "samplers": { "type": "array" }, "concepts": { "type": "array" },
             "defaults": { "type": "object" }, "limits": { "type": "object" } } },
         "A1111Txt2Img": { "type": "object", "description": "StableDiffusionTxt2ImgProcessingAPI (modules/api/models.py): \
@@ -250,7 +255,9 @@ fn schemas() -> Value {
             clip_skip (override_settings.CLIP_stop_at_last_layers). Unknown fields are ignored; fields that cannot be \
             honoured when set (enable_hr, restore_faces, tiling, subseed_strength > 0, script_name, alwayson_scripts...) are a 422." },
         "A1111Img2Img": { "type": "object", "description": "StableDiffusionImg2ImgProcessingAPI: as txt2img plus \
-            init_images (base64 or data URLs) and denoising_strength; mask and inpainting fields are a 422." },
+            init_images (base64 or data URLs) and denoising_strength; inpainting with mask (mask_blur or \
+            mask_blur_x = mask_blur_y, inpainting_mask_invert) of the whole picture only: inpaint_full_res must be \
+            false, inpainting_fill 1 (original) below denoising_strength 1, mask_round true; latent_mask is a 422." },
         "A1111Images": { "type": "object", "properties": {
             "images": { "type": "array", "items": { "type": "string" }, "description": "Base64 PNGs" },
             "parameters": { "type": "object", "description": "The request as understood" },

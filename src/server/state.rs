@@ -28,6 +28,8 @@ pub struct ModelInfo {
     pub name: String,
     /// A1111's model hash (first 10 hex digits of the weights' SHA-256).
     pub hash: Option<String>,
+    /// The VAE replacing the model's (`--vae`): its name and A1111 hash.
+    pub vae: Option<(String, Option<String>)>,
     pub default_sampler: SamplerKind,
     /// The model's native size (512x512 for SD 1.5, 64x64 for the demo model).
     pub default_size: (usize, usize),
@@ -146,8 +148,13 @@ impl AppState {
     pub fn check(&self, spec: &JobSpec) -> Result<(), ApiError> {
         let req = &spec.request;
         let limits = &self.limits;
-        match spec.init_image {
-            Some(_) => req.check_img2img().map(drop)?,
+        match &spec.init_image {
+            Some(image) => {
+                req.check_img2img().map(drop)?;
+                if let Some(mask) = &spec.mask {
+                    mask.check("mask", (image.width, image.height), "init_image")?;
+                }
+            }
             None => req.check()?,
         }
         if req.steps > limits.max_steps {

@@ -74,6 +74,7 @@ fn model_info(
     Ok(ModelInfo {
         name: pipe.model_name().to_string(),
         hash: pipe.model_hash(),
+        vae: pipe.vae_name().map(|name| (name.to_string(), pipe.vae_hash())),
         default_sampler: pipe.default_sampler(),
         default_size: pipe.default_size(),
         vae_scale: pipe.vae_scale(),
@@ -137,9 +138,12 @@ fn generate(pipe: &Pipeline, jobs: &Jobs, job: Taken) -> Result<()> {
         );
         Ok(())
     };
-    match &spec.init_image {
-        Some(image) => pipe.img2img_each(&spec.request, image, &mut progress, &mut on_image)?,
-        None => pipe.txt2img_each(&spec.request, &mut progress, &mut on_image)?,
+    match (&spec.init_image, &spec.mask) {
+        (Some(image), Some(mask)) => {
+            pipe.inpaint_each(&spec.request, image, mask, &mut progress, &mut on_image)?
+        }
+        (Some(image), None) => pipe.img2img_each(&spec.request, image, &mut progress, &mut on_image)?,
+        (None, _) => pipe.txt2img_each(&spec.request, &mut progress, &mut on_image)?,
     };
     Ok(())
 }

@@ -53,12 +53,6 @@ fn refuses_other_families_by_name() {
             "not supported yet",
         ],
     );
-    let mut inpaint = unet(9, 768);
-    inpaint.push(k(
-        "cond_stage_model.transformer.text_model.final_layer_norm.weight",
-        &[768],
-    ));
-    refused("inpaint", inpaint, &["1.x inpainting", "9 input channels"]);
     refused("sd2-inpaint", unet(9, 1024), &["2.x inpainting"]);
     refused("ip2p", unet(8, 768), &["InstructPix2Pix"]);
     let mut xl = unet(4, 2048);
@@ -157,12 +151,6 @@ fn diffusers_folders_are_detected_from_configs() {
             &[][..],
             &["2.x", "cross_attention_dim 1024"][..],
         ),
-        (
-            "inpaint",
-            json!({"in_channels": 9}),
-            &[],
-            &["1.x inpainting", "in_channels 9"],
-        ),
         ("xl", json!({}), &["text_encoder_2"], &["XL base"]),
     ] {
         let dir = tmp(&format!("folder-{name}"));
@@ -175,6 +163,17 @@ fn diffusers_folders_are_detected_from_configs() {
     let dir = tmp("folder-dit");
     std::fs::create_dir_all(dir.join("transformer")).unwrap();
     assert_has(&err(open(&dir)), &["transformer/", "SD3, Flux"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An inpainting folder's UNet config (`in_channels: 9`, 768-wide cross-attention) is SD 1.x
+/// inpainting, which opens.
+#[test]
+fn sd1_inpainting_folders_are_accepted() {
+    let dir = tmp("folder-inpaint");
+    config_folder(&dir, json!({"in_channels": 9}), &[]);
+    // The configs pass; the empty folder then lacks weights, which is the next thing checked.
+    assert_has(&err(open(&dir)), &["unet", "no weights"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -112,6 +112,30 @@ fn sd15_single_file_maps_to_the_diffusers_key_set() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// An SD 1.5 inpainting file (`sd-v1-5-inpainting.ckpt` as safetensors): SD 1.5's key set with a
+/// UNet `conv_in` of 9 input channels (latents, mask, masked image). Opened as SD 1.x inpainting,
+/// its UNet config says 9 and every shape checks out.
+#[test]
+fn sd15_inpainting_single_file_is_accepted() {
+    let k = keys();
+    let dir = tmp("sd15-inpaint");
+    let path = dir.join("sd-v1-5-inpainting.safetensors");
+    let conv_in = "model.diffusion_model.input_blocks.0.0.weight";
+    let mut t = ldm_file(&k, "F16");
+    let entry = t.iter_mut().find(|(n, _, _)| n == conv_in).unwrap();
+    entry.2 = vec![320, 9, 3, 3];
+    write_sparse(&path, &t);
+    let ck = open(&path).unwrap();
+    assert_eq!(ck.detection.family, Family::Sd1Inpainting);
+    assert_eq!(ck.unet.config.in_channels, 9);
+    assert_eq!(
+        ck.unet.weights.info("conv_in.weight").unwrap().shape,
+        vec![320, 9, 3, 3]
+    );
+    sd_wgpu::pipeline::check(&ck).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn sd15_single_file_prefers_ema_weights() {
     let k = keys();

@@ -103,7 +103,11 @@ fn refuses_what_it_cannot_honour_and_bad_input() {
             "init_images",
             "one init image",
         ),
-        (json!({"init_images": [good], "mask": good}), "mask", "inpainting"),
+        (
+            json!({"init_images": [good], "mask": good}),
+            "inpaint_full_res",
+            "Only masked",
+        ),
         (
             json!({"init_images": [good], "resize_mode": 1}),
             "resize_mode",

@@ -8,6 +8,7 @@ mod a1111_routes;
 mod auth;
 mod common;
 mod concurrency;
+mod inpaint;
 mod limits;
 mod loras;
 mod native;

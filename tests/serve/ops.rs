@@ -73,6 +73,7 @@ fn health_ready_metrics_openapi() {
         "/sdapi/v1/interrupt",
         "/sdapi/v1/samplers",
         "/sdapi/v1/sd-models",
+        "/sdapi/v1/sd-vae",
         "/sdapi/v1/options",
         "/sdapi/v1/embeddings",
         "/sdapi/v1/png-info",

@@ -21,11 +21,13 @@ pub struct Model<'a> {
     pub default_size: (usize, usize),
     /// Every loaded embedding: A1111 applies whichever the prompts name.
     pub embeddings: Vec<TextualInversion>,
+    /// The VAE replacing the model's (`serve --vae`): its name.
+    pub vae: Option<&'a str>,
 }
 
 /// The `override_settings` keys we honour, and the values we accept for them.
 const SETTINGS: &str = "sd_model_checkpoint (the loaded model), CLIP_stop_at_last_layers, \
-                        sd_vae (\"Automatic\" or \"None\"), eta_noise_seed_delta (0), \
+                        sd_vae (\"Automatic\", \"None\" or the --vae VAE's name), eta_noise_seed_delta (0), \
                         samples_format (\"png\")";
 
 /// A1111's request as our [`Request`] (seed -1: a random one). Every field we cannot
@@ -132,13 +134,19 @@ fn settings(req: &GenerationRequest, model: &Model) -> Result<usize, ApiError> {
                 Some(n) if n >= 1 => clip_skip = n as usize,
                 _ => return refuse("expected a whole number from 1"),
             },
-            ("sd_vae", Value::String(v)) if v == "Automatic" || v == "None" => {}
+            ("sd_vae", Value::String(v)) if names_vae(v, model) => {}
             ("eta_noise_seed_delta", v) if v.as_f64() == Some(0.0) => {}
             ("samples_format", Value::String(v)) if v.eq_ignore_ascii_case("png") => {}
             _ => return refuse("a setting or value sd-wgpu does not support"),
         }
     }
     Ok(clip_skip)
+}
+
+/// Whether an `sd_vae` setting agrees with what runs: `Automatic` and `None` (A1111
+/// ignores the setting when started with a VAE, as `serve --vae` is), or the loaded VAE's name.
+pub fn names_vae(value: &str, model: &Model) -> bool {
+    value == "Automatic" || value == "None" || Some(value) == model.vae
 }
 
 /// A1111's checkpoint title: `name [hash]`.
@@ -245,8 +253,10 @@ pub fn unsupported(req: &GenerationRequest, kind: Kind, sampler: SamplerKind) ->
                 req.resize_mode != 0,
                 "only 0, \"Just resize\" (Lanczos to width x height)",
             );
-            refuse("mask", given(&req.mask), "inpainting");
-            refuse("latent_mask", given(&req.latent_mask), "inpainting");
+            if given(&req.mask) {
+                inpainting_unsupported(req, &mut refuse);
+            }
+            refuse("latent_mask", given(&req.latent_mask), "a separate latent mask");
             refuse(
                 "initial_noise_multiplier",
                 not(req.initial_noise_multiplier, 1.0),
@@ -260,6 +270,40 @@ pub fn unsupported(req: &GenerationRequest, kind: Kind, sampler: SamplerKind) ->
         }
     }
     out
+}
+
+/// The inpainting settings we cannot honour. What we do is diffusers' inpainting of the whole
+/// picture: `inpaint_full_res` false ("Whole picture"), the mask rounded at latent size
+/// (`mask_round`), the masked area started from the image ("original", `inpainting_fill` 1;
+/// at denoising strength 1 it starts from pure noise whatever the fill), one blur radius, and
+/// no paste back through the soft mask.
+fn inpainting_unsupported(req: &GenerationRequest, refuse: &mut impl FnMut(&str, bool, &str)) {
+    refuse(
+        "inpaint_full_res",
+        req.inpaint_full_res,
+        "\"Only masked\" inpainting (a crop around the mask): send false, \"Whole picture\"",
+    );
+    refuse(
+        "inpainting_fill",
+        req.inpainting_fill != 1 && req.denoising_strength < 1.0,
+        "only 1, \"original\", below denoising_strength 1",
+    );
+    refuse("mask_round", !req.mask_round, "a soft latent mask");
+    refuse(
+        "mask_blur_y",
+        req.mask_blur.is_none() && req.mask_blur_x != req.mask_blur_y,
+        "a blur other than mask_blur_x's: one radius for both directions",
+    );
+}
+
+/// The mask blur A1111 applies: `mask_blur` when given (it sets both directions), else
+/// `mask_blur_x` (`inpainting_unsupported` refuses a different `mask_blur_y`).
+pub fn mask_blur(req: &GenerationRequest) -> Result<usize, ApiError> {
+    let (field, blur) = match req.mask_blur {
+        Some(b) => ("mask_blur", b),
+        None => ("mask_blur_x", req.mask_blur_x),
+    };
+    usize::try_from(blur).map_err(|_| ApiError::field(field, format!("must be 0 or more, found {blur}")))
 }
 
 /// The finished (or interrupted) generation's `info`, as A1111's `Processed.js()`.
@@ -286,6 +330,9 @@ pub fn info(
     if let (_, Some(schedule)) = sampler.a1111_parameters() {
         extra.insert("Schedule type".into(), schedule.into());
     }
+    if let Some(blur) = first.and_then(|g| g.mask_blur) {
+        extra.insert("Mask blur".into(), blur.into());
+    }
     Info {
         prompt: request.prompt.clone(),
         all_prompts: vec![request.prompt.clone(); n],
@@ -306,8 +353,8 @@ pub fn info(
         face_restoration_model: None,
         sd_model_name: model.name.into(),
         sd_model_hash: model.hash.map(str::to_string),
-        sd_vae_name: None,
-        sd_vae_hash: None,
+        sd_vae_name: first.and_then(|g| g.vae_name.clone()),
+        sd_vae_hash: first.and_then(|g| g.vae_hash.clone()),
         seed_resize_from_w: req.seed_resize_from_w,
         seed_resize_from_h: req.seed_resize_from_h,
         denoising_strength: req.denoising_strength,
@@ -317,7 +364,7 @@ pub fn info(
         styles: req.styles.clone().unwrap_or_default(),
         job_timestamp,
         clip_skip: request.clip_skip,
-        is_using_inpainting_conditioning: false,
+        is_using_inpainting_conditioning: first.is_some_and(|g| g.inpainting_conditioning),
         version: format!("sd-wgpu {}", env!("CARGO_PKG_VERSION")),
     }
 }
@@ -347,6 +394,7 @@ mod tests {
             hash: Some("6ce0161689"),
             default_size: (512, 512),
             embeddings: Vec::new(),
+            vae: Some("vae-ft-mse-840000-ema-pruned.safetensors"),
         }
     }
 
@@ -433,8 +481,10 @@ mod tests {
             Kind::Img2Img,
             SamplerKind::Euler,
         );
-        assert_eq!(refused[0].0, "mask");
-        assert_eq!(refused.len(), 1);
+        // A mask is inpainting, of the whole picture only (A1111's default is "only masked"),
+        // starting from the image under the mask (A1111's default fill is "fill").
+        let fields: Vec<&str> = refused.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["inpaint_full_res", "inpainting_fill"]);
         // Each sampler's own eta is its default; other samplers ignore eta, as in A1111.
         let eta = |eta: f64, kind| unsupported(&request(json!({"eta": eta})), Kind::Txt2Img, kind).len();
         assert_eq!(eta(1.0, SamplerKind::EulerAncestral), 0);
@@ -457,6 +507,8 @@ mod tests {
         for name in ["v2-1_768.safetensors", "v1-5-pruned-emaonly [0000000000]x", ""] {
             assert!(!names_model(name, &m), "{name}");
         }
+        let vae = json!({"override_settings": {"sd_vae": "vae-ft-mse-840000-ema-pruned.safetensors"}});
+        assert!(to_request(&request(vae), Kind::Txt2Img, &m).is_ok());
         let settings = json!({"override_settings": {"sd_vae": "Automatic", "eta_noise_seed_delta": 0,
                                                     "sd_model_checkpoint": "v1-5-pruned-emaonly"}});
         assert!(to_request(&request(settings), Kind::Txt2Img, &m).is_ok());

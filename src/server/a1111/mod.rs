@@ -30,6 +30,7 @@ use convert::Model;
 use schema::{
     EmbeddingItem, EmbeddingsResponse, GenerationRequest, GenerationResponse, Kind, LoraItem, PngInfoRequest,
     PngInfoResponse, ProgressQuery, ProgressResponse, ProgressState, SamplerItem, SchedulerItem, SdModelItem,
+    SdVaeItem,
 };
 
 pub fn routes() -> Router<AppState> {
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sdapi/v1/samplers", get(samplers))
         .route("/sdapi/v1/schedulers", get(schedulers))
         .route("/sdapi/v1/sd-models", get(sd_models))
+        .route("/sdapi/v1/sd-vae", get(sd_vae))
         .route("/sdapi/v1/options", get(options).post(set_options))
         .route("/sdapi/v1/embeddings", get(embeddings))
         .route("/sdapi/v1/loras", get(loras))
@@ -77,12 +79,23 @@ async fn generate(
         Kind::Txt2Img => None,
         Kind::Img2Img => Some(init_image(&req)?),
     };
+    let mask = match (kind, req.mask.as_deref()) {
+        (Kind::Img2Img, Some(m)) if !m.is_empty() && m != "None" => {
+            let mask = input::decode_mask("mask", m, convert::mask_blur(&req)?)?;
+            match req.inpainting_mask_invert {
+                0 => Some(mask),
+                _ => Some(mask.inverted()),
+            }
+        }
+        _ => None,
+    };
     // The echo shows the size used, as A1111's shows its default 512.
     req.width = request.width.map(|w| w as u32);
     req.height = request.height.map(|h| h as u32);
     let spec = JobSpec {
         request: request.clone(),
         init_image,
+        mask,
     };
     let snap = state.run(spec).await.map_err(convert::rename)?;
     match snap.state {
@@ -132,6 +145,7 @@ fn model(state: &AppState, embeddings: Vec<TextualInversion>) -> Model<'_> {
         hash: m.hash.as_deref(),
         default_size: m.default_size,
         embeddings,
+        vae: m.vae.as_ref().map(|(name, _)| name.as_str()),
     }
 }
 
@@ -235,6 +249,19 @@ async fn schedulers() -> Json<Vec<SchedulerItem>> {
     Json(vec![item("automatic", "Automatic"), item("karras", "Karras")])
 }
 
+/// The VAE `serve --vae` loaded, if any; `filename` is its name, never a server path.
+async fn sd_vae(State(state): State<AppState>) -> Json<Vec<SdVaeItem>> {
+    let name = state.model.vae.as_ref().map(|(name, _)| name.clone());
+    Json(
+        name.into_iter()
+            .map(|n| SdVaeItem {
+                model_name: n.clone(),
+                filename: n,
+            })
+            .collect(),
+    )
+}
+
 async fn sd_models(State(state): State<AppState>) -> Json<Vec<SdModelItem>> {
     let model = model(&state, Vec::new());
     Json(vec![SdModelItem {
@@ -274,6 +301,7 @@ async fn set_options(
     for (key, value) in &req {
         let ok = match (key.as_str(), value) {
             ("sd_model_checkpoint", Value::String(name)) => convert::names_model(name, &model),
+            ("sd_vae", Value::String(name)) => convert::names_vae(name, &model),
             (key, value) => current.get(key) == Some(value),
         };
         if !ok {

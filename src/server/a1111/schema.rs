@@ -357,6 +357,13 @@ pub struct SdModelItem {
     pub config: Option<String>,
 }
 
+/// One entry of `GET /sdapi/v1/sd-vae`. `filename` is the VAE's name, never a server path.
+#[derive(Debug, Serialize)]
+pub struct SdVaeItem {
+    pub model_name: String,
+    pub filename: String,
+}
+
 /// One loaded embedding in `GET /sdapi/v1/embeddings`.
 #[derive(Debug, Serialize)]
 pub struct EmbeddingItem {
