@@ -9,6 +9,12 @@
 //!     cargo run --release --example compare_full_size -- /tmp/sd15-random --backend cpu --sizes 256
 //!     cargo run --release --example compare_full_size -- /tmp/sd15-random \
 //!         --checkpoint /tmp/sd15-random/sd15-random-ldm.safetensors
+//!     cargo run --release --example compare_full_size -- /tmp/sd15-random \
+//!         --lora /tmp/sd15-random/sd15-random-lora.safetensors:0.7
+//!
+//! With `--lora`, the text encoder and UNet load with the LoRA merged (as
+//! `Pipeline::load` merges it) and are compared with `golden_lora_<size>`,
+//! the reference's outputs after diffusers' `fuse_lora`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -16,6 +22,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use sd_wgpu::checkpoint::{self, SafetensorsFile};
+use sd_wgpu::lora::{LoraSet, Part};
 use sd_wgpu::models::{memory_summary, ClipTextModel, Tiling, UNet, Vae};
 use sd_wgpu::weights::TensorSource;
 use sd_wgpu::{Backend, DType, Device, Tensor};
@@ -33,6 +40,9 @@ struct Args {
     /// script's `sd15-random-ldm.safetensors`, written with `--single-file`).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// A LoRA to merge, FILE[:WEIGHT] (the script's `--lora` file, at its weight 0.7).
+    #[arg(long, value_parser = sd_wgpu::lora::parse_lora_arg)]
+    lora: Option<sd_wgpu::lora::LoraSpec>,
     /// cpu, gpu or auto.
     #[arg(long, default_value = "auto")]
     backend: String,
@@ -127,16 +137,24 @@ fn main() -> anyhow::Result<()> {
     for w in &ck.warnings {
         println!("  note: {w}");
     }
+    let specs: Vec<_> = args.lora.iter().cloned().collect();
+    let loras = LoraSet::open(ck.unet.weights.clone(), ck.text_encoder.weights.clone(), &specs)?;
+    let golden = if specs.is_empty() { "golden" } else { "golden_lora" };
 
     let clip = if wants("clip") {
         let c = &ck.text_encoder;
-        Some(ClipTextModel::load(c.weights.clone(), &c.config, &device, dtype)?)
+        Some(ClipTextModel::load(
+            loras.source(Part::TextEncoder),
+            &c.config,
+            &device,
+            dtype,
+        )?)
     } else {
         None
     };
     let unet = if wants("unet") {
         Some(UNet::load(
-            ck.unet.weights.clone(),
+            loras.source(Part::Unet),
             &ck.unet.config,
             &device,
             dtype,
@@ -159,7 +177,7 @@ fn main() -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for &size in &args.sizes {
         let g = Golden(SafetensorsFile::open(
-            args.dir.join(format!("golden_{size}.safetensors")),
+            args.dir.join(format!("{golden}_{size}.safetensors")),
         )?);
         println!("{size}x{size}:");
         let mut row = |what: &str, ours: &Tensor, key: &str, tol: f64, secs: f64| -> anyhow::Result<()> {

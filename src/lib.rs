@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod gpu;
+pub mod lora;
 pub mod models;
 pub mod ops;
 pub mod pipeline;

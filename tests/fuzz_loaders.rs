@@ -1,6 +1,6 @@
 //! Fuzz-style robustness test: thousands of corrupted variants of valid small
-//! files (a safetensors file, torch.save zips, a textual-inversion .bin) fed to
-//! every loader. Each must return a clean `Err` or a valid result whose every
+//! files (a safetensors file, torch.save zips, a textual-inversion .bin, LoRA
+//! files in both formats) fed to every loader. Each must return a clean `Err` or a valid result whose every
 //! tensor reads back; a panic fails the test and names the variant. Seeded
 //! and bounded: runs in seconds.
 
@@ -11,11 +11,12 @@ mod common;
 use std::io::{Cursor, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use common::*;
 use sd_wgpu::checkpoint::bytes::FileBytes;
-use sd_wgpu::checkpoint::{Embedding, SafetensorsFile, TorchFile, TorchSource};
+use sd_wgpu::checkpoint::{Checkpoint, Embedding, SafetensorsFile, TorchFile, TorchSource};
+use sd_wgpu::lora::{Bases, LoraFile, LoraSet, LoraSpec};
 use sd_wgpu::tensor::DType;
 use sd_wgpu::weights::TensorSource;
 
@@ -60,6 +61,52 @@ fn load_torch(bytes: Vec<u8>) -> bool {
 
 fn load_embedding(bytes: Vec<u8>) -> bool {
     Embedding::from_bytes(Path::new("fuzz.bin"), FileBytes::Owned(bytes)).is_ok()
+}
+
+/// The model LoRA variants are matched to: the tiny pipeline model.
+fn lora_base() -> &'static Checkpoint {
+    static CK: OnceLock<Checkpoint> = OnceLock::new();
+    CK.get_or_init(|| {
+        sd_wgpu::checkpoint::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline/model"))
+            .unwrap()
+    })
+}
+
+/// A LoRA variant: matched to the model and, when accepted, merged (every weight it changes read).
+fn load_lora(bytes: Vec<u8>, name: &str) -> bool {
+    let ck = lora_base();
+    let bases = Bases {
+        unet: &*ck.unet.weights,
+        text_encoder: &*ck.text_encoder.weights,
+    };
+    let Ok(file) = LoraFile::from_bytes(Path::new(name), FileBytes::Owned(bytes.clone()), bases) else {
+        return false;
+    };
+    let path = std::env::temp_dir().join(format!("sdw-fuzz-{}-{name}", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let set = LoraSet::open(
+        ck.unet.weights.clone(),
+        ck.text_encoder.weights.clone(),
+        &[LoraSpec::file(&path, 0.7)],
+    );
+    let merged = set.map(|set| {
+        for layer in &file.layers {
+            let src = set.source(layer.part);
+            let info = src.info(&layer.weight).expect("a matched weight");
+            let d = src.read(&layer.weight, DType::F16).expect("reads merged");
+            assert_eq!(d.len(), info.shape.iter().product::<usize>(), "{}", layer.weight);
+        }
+    });
+    std::fs::remove_file(&path).unwrap();
+    merged.is_ok()
+}
+
+fn load_lora_safetensors(bytes: Vec<u8>) -> bool {
+    load_lora(bytes, "fuzz.safetensors")
+}
+
+fn load_lora_pt(bytes: Vec<u8>) -> bool {
+    load_lora(bytes, "fuzz.pt")
 }
 
 /// Variants tried, and how many were accepted.
@@ -189,8 +236,8 @@ fn edit_header(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
             text = text.replacen(from, &to, 1);
         }
         2 => {
-            // Duplicate the first tensor entry.
-            let start = text.find("\"a.weight\"").unwrap();
+            // Duplicate a tensor entry (`a.weight` of the base file, else the first key).
+            let start = text.find("\"a.weight\"").or_else(|| text.find('"')).unwrap();
             let end = text[start..].find('}').unwrap() + start + 1;
             let entry = text[start..end].to_string();
             text.insert_str(end, &format!(",{entry}"));
@@ -271,7 +318,11 @@ fn rezip(entries: &[(String, Vec<u8>)], deflate: bool) -> Vec<u8> {
 }
 
 fn fuzz_torch_file(name: &str, load: Load, seed: u64) -> Tally {
-    let base = std::fs::read(fixture(name)).unwrap();
+    fuzz_torch_bytes(name, std::fs::read(fixture(name)).unwrap(), load, seed)
+}
+
+/// [`fuzz_torch_file`] on a torch zip's bytes; `name` says which in messages.
+fn fuzz_torch_bytes(name: &str, base: Vec<u8>, load: Load, seed: u64) -> Tally {
     let mut rng = Rng(seed);
     let mut t = Tally::default();
     assert!(load(base.clone()), "{name} itself must load");
@@ -321,4 +372,34 @@ fn fuzz_embeddings() {
         t.check("kohya-style.safetensors", load_embedding, mutate(&mut rng, &base));
     }
     t.assert_mixed("kohya-style.safetensors", 1000);
+}
+
+#[test]
+fn fuzz_loras() {
+    let lora = |f: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/lora/loras")
+            .join(f)
+    };
+    for (file, seed) in [
+        ("lora_a.safetensors", 0x5eed_0007),
+        ("lora_a_peft.safetensors", 0x5eed_0008),
+    ] {
+        let base = std::fs::read(lora(file)).unwrap();
+        assert!(load_lora_safetensors(base.clone()), "{file} itself must load");
+        let mut rng = Rng(seed);
+        let mut t = Tally::default();
+        for at in (0..base.len()).step_by(13) {
+            t.check(file, load_lora_safetensors, base[..at].to_vec());
+        }
+        for _ in 0..1500 {
+            t.check(file, load_lora_safetensors, mutate(&mut rng, &base));
+        }
+        for _ in 0..1500 {
+            t.check(file, load_lora_safetensors, edit_header(&mut rng, &base));
+        }
+        t.assert_mixed(file, 3000);
+    }
+    let pt = std::fs::read(lora("lora_b.pt")).unwrap();
+    fuzz_torch_bytes("lora_b.pt", pt, load_lora_pt, 0x5eed_0009).assert_mixed("lora_b.pt", 3000);
 }

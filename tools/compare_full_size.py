@@ -18,8 +18,17 @@ carry). The names are mapped here, independently of the Rust loader's key
 map so that the comparison checks that map too, and verified by running
 the reference's own LDM -> diffusers converters on the file's contents.
 
+With `--lora`, also writes `<out>/sd15-random-lora.safetensors`: a random
+kohya LoRA (LoCon) on every linear and convolution of the text encoder's
+layers and of the UNet but `conv_in` / `conv_out` / the time embedding (rank
+16 for linears, 8 for convolutions, alpha 8, f16), merges it into the models
+with diffusers' `load_lora_weights` + `fuse_lora(lora_scale=LORA_WEIGHT)` and
+writes `<out>/golden_lora_<size>.safetensors` from the merged models, after
+checking that diffusers' merged weights are W + 0.7 * alpha / rank * up @ down.
+
 Then `cargo run --release --example compare_full_size -- <out>` runs ours
-(add `--checkpoint <out>/sd15-random-ldm.safetensors` for the single file).
+(add `--checkpoint <out>/sd15-random-ldm.safetensors` for the single file,
+`--lora <out>/sd15-random-lora.safetensors:0.7` for the LoRA goldens).
 
 Measured with one torch thread on a shared 2-core EPYC VM (both sizes and
 `--single-file`): 2.2 minutes, 7.3 GB peak RSS, 2.1 GB of disk for the
@@ -39,6 +48,7 @@ import torch
 from safetensors.torch import save_file
 
 import diffusers
+import peft
 import transformers
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
@@ -210,7 +220,79 @@ def build(out):
     return models
 
 
-def run(models, out, size):
+LORA_WEIGHT = 0.7
+LORA_ALPHA = 8.0
+
+
+def lora_targets(models):
+    """(part, kohya prefix, module name, module) of every layer the LoRA changes."""
+    out = []
+    for part, prefix in (("text_encoder", "lora_te_"), ("unet", "lora_unet_")):
+        for name, m in models[part].named_modules():
+            if not isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                continue
+            if part == "text_encoder" and "encoder.layers." not in name:
+                continue
+            if part == "unet" and (name in ("conv_in", "conv_out") or name.startswith("time_embedding")):
+                continue
+            # kohya names the text encoder's modules as transformers 4 does (`text_model.` first).
+            full = name if part == "unet" or name.startswith("text_model.") else f"text_model.{name}"
+            out.append((part, prefix + full.replace(".", "_"), name, m))
+    return out
+
+
+def write_lora(models, out):
+    """A random kohya LoRA, each delta about 10% of its weight; returns the file's name."""
+    g = torch.Generator().manual_seed(77)
+    sd = {}
+    for part, key, name, m in lora_targets(models):
+        w = m.weight
+        conv = w.dim() == 4
+        r = 8 if conv else 16
+        down = torch.randn((r,) + tuple(w.shape[1:]), generator=g)
+        up = torch.randn((w.shape[0], r) + ((1, 1) if conv else ()), generator=g)
+        delta = up.reshape(w.shape[0], r) @ down.reshape(r, -1)
+        k = (0.1 * w.norm() / (LORA_ALPHA / r * delta.norm())).sqrt().item()
+        sd[f"{key}.lora_down.weight"] = (down * k).half()
+        sd[f"{key}.lora_up.weight"] = (up * k).half()
+        sd[f"{key}.alpha"] = torch.tensor(LORA_ALPHA, dtype=torch.float16)
+    name = "sd15-random-lora.safetensors"
+    save_file(sd, os.path.join(out, name), metadata={"generator": "tools/compare_full_size.py",
+                                                     "torch": torch.__version__, "peft": peft.__version__})
+    print(f"wrote {name} ({len(sd) // 3} layers)", flush=True)
+    return name, sd
+
+
+def fuse_lora(models, out, name, sd):
+    """diffusers' merge, in place; checked against kohya's meaning of the file."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    targets = lora_targets(models)
+    before = {key: m.weight.detach().clone() for _, key, _, m in targets}
+    pipe = StableDiffusionPipeline(
+        vae=models["vae"], text_encoder=models["text_encoder"], unet=models["unet"],
+        tokenizer=CLIPTokenizer(os.path.join(repo, "assets/clip/vocab.json"),
+                                os.path.join(repo, "assets/clip/merges.txt")),
+        scheduler=PNDMScheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.load_lora_weights(out, weight_name=name, adapter_name="random")
+    pipe.fuse_lora(lora_scale=LORA_WEIGHT)
+    pipe.unload_lora_weights()
+    worst = 0.0
+    for _, key, _, m in targets:
+        w0 = before[key]
+        down, up = sd[f"{key}.lora_down.weight"].float(), sd[f"{key}.lora_up.weight"].float()
+        r = down.shape[0]
+        want = w0 + LORA_WEIGHT * LORA_ALPHA / r * (up.reshape(-1, r) @ down.reshape(r, -1)).reshape(w0.shape)
+        err = ((m.weight - want).abs().max() / want.abs().max()).item()
+        worst = max(worst, err)
+        if err > 1e-5:
+            sys.exit(f"LoRA: diffusers merged {key} to other weights than W + w * alpha / r * up @ down ({err:.2e})")
+    print(f"LoRA: diffusers' merge checked on {len(targets)} layers (largest relative difference {worst:.1e})",
+          flush=True)
+
+
+def run(models, out, size, name="golden"):
     g = torch.Generator().manual_seed(size)
     s8 = size // 8
     ids = torch.full((2, 77), 49407, dtype=torch.long)
@@ -249,7 +331,7 @@ def run(models, out, size):
             "timings_s": json.dumps({k: round(v, 2) for k, v in timings.items()}),
             "generator": "tools/compare_full_size.py"}
     save_file({k: v.contiguous().float() for k, v in tensors.items()},
-              os.path.join(out, f"golden_{size}.safetensors"), metadata=meta)
+              os.path.join(out, f"{name}_{size}.safetensors"), metadata=meta)
     print(f"{size}x{size}: reference timings (s) {meta['timings_s']}", flush=True)
 
 
@@ -259,6 +341,7 @@ def main():
     ap.add_argument("--sizes", default="256,512", help="comma-separated image sizes (multiples of 8)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--single-file", action="store_true", help="also write the LDM-named single file")
+    ap.add_argument("--lora", action="store_true", help="also write a random LoRA and goldens with it merged")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     os.makedirs(a.out, exist_ok=True)
@@ -269,6 +352,11 @@ def main():
         if s % 8:
             sys.exit(f"--sizes: {s} is not a multiple of 8")
         run(models, a.out, s)
+    if a.lora:
+        name, sd = write_lora(models, a.out)
+        fuse_lora(models, a.out, name, sd)
+        for s in [int(x) for x in a.sizes.split(",") if x]:
+            run(models, a.out, s, name="golden_lora")
 
 
 if __name__ == "__main__":

@@ -60,6 +60,11 @@ pub fn dtype(s: &str) -> Result<DType, String> {
         .map_err(|_| "expected f16 (fp16, half) or f32 (fp32)".to_string())
 }
 
+/// `--lora FILE[:WEIGHT]`.
+pub fn lora(s: &str) -> Result<sd_wgpu::lora::LoraSpec, String> {
+    sd_wgpu::lora::parse_lora_arg(s)
+}
+
 pub fn tiling(s: &str) -> Result<Tiling, String> {
     match s.to_ascii_lowercase().as_str() {
         "auto" => Ok(Tiling::Auto),

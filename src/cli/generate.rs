@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use sd_wgpu::lora::{specs_for_prompt, LoraDir};
 use sd_wgpu::models::{memory_summary, Tiling};
 use sd_wgpu::pipeline::image_io::default_size;
 use sd_wgpu::pipeline::output::{encode_png, Naming, Outputs};
 use sd_wgpu::pipeline::{
-    Generated, LoadOptions, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings,
+    Generated, LoadOptions, LoraSpec, ModelSource, Pipeline, Request, RgbImage, TextualInversion, Timings,
 };
 use sd_wgpu::schedulers::SamplerKind;
 use sd_wgpu::Error;
@@ -84,6 +85,14 @@ pub struct CommonArgs {
     /// Textual-inversion embedding file (.pt, .bin, .safetensors); repeat for several.
     #[arg(long = "embedding", value_name = "FILE")]
     pub embeddings: Vec<PathBuf>,
+    /// LoRA file (kohya/A1111 or diffusers/PEFT; .safetensors, .pt, .ckpt) merged into the
+    /// model at WEIGHT (default 1, negative allowed); repeat for several.
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]", value_parser = flags::lora)]
+    pub loras: Vec<LoraSpec>,
+    /// Folder of LoRA files that prompt tags <lora:NAME:WEIGHT> name (NAME: file name
+    /// without extension, subfolders searched).
+    #[arg(long, value_name = "DIR")]
+    pub lora_dir: Option<PathBuf>,
     /// A1111's "Clip skip": 1 = the text encoder's last layer, 2 = the one before.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub clip_skip: usize,
@@ -208,12 +217,24 @@ pub(super) fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
     for path in &args.embeddings {
         must_exist("--embedding", path)?;
     }
+    for spec in &args.loras {
+        must_exist("--lora", &spec.path)?;
+    }
+    let lora_dir = match &args.lora_dir {
+        Some(dir) => Some(LoraDir::scan(dir, "--lora-dir")?),
+        None => None,
+    };
 
     // 2. Outputs and inputs.
     let prompts = match &args.prompt_file {
         Some(path) => read_prompts(path)?,
         None => vec![req.prompt.clone()],
     };
+    // Each prompt's LoRAs: --lora, then its <lora:NAME:W> tags found in --lora-dir.
+    let lora_sets = prompts
+        .iter()
+        .map(|p| specs_for_prompt(p, &req.negative_prompt, &args.loras, lora_dir.as_ref()))
+        .collect::<sd_wgpu::Result<Vec<_>>>()?;
     let total = prompts.len() * req.batch;
     let seeds: Vec<u64> = (0..total).map(|n| req.seed_of(n)).collect();
     let naming = match (&args.output, &args.output_dir) {
@@ -244,13 +265,14 @@ pub(super) fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
     say(format!("device: {}", choice.describe()));
     let device = choice.device;
     let t = Instant::now();
-    let pipe = Pipeline::load(
+    let mut pipe = Pipeline::load(
         source,
         &LoadOptions {
             device: device.clone(),
             dtype,
             vae_tiling,
             variant: None,
+            loras: lora_sets[0].clone(),
             vae: args.vae.clone(),
         },
     )?;
@@ -272,6 +294,14 @@ pub(super) fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
         for w in pipe.notes() {
             eprintln!("note: {w}");
         }
+        for ((name, hash), spec) in pipe.lora_hashes().iter().zip(pipe.loras()) {
+            eprintln!(
+                "lora: {name} ({}, hash {hash}, UNet weight {}, text encoder weight {})",
+                spec.path.display(),
+                spec.unet_weight,
+                spec.text_encoder_weight
+            );
+        }
     }
     for w in pipe.warnings() {
         say(format!("warning: {w}"));
@@ -284,8 +314,9 @@ pub(super) fn run(args: CommonArgs, input: Input) -> anyhow::Result<()> {
     let mut written = 0;
     let mut write_time = Duration::ZERO;
     let base_seed = req.seed;
-    for prompt in prompts {
+    for (prompt, loras) in prompts.into_iter().zip(&lora_sets) {
         req.prompt = prompt;
+        pipe.set_loras(loras)?;
         req.seed = base_seed.wrapping_add(written as u64);
         bar.request_starts_at(written);
         let mut on_image = |out: Generated| -> sd_wgpu::Result<()> {

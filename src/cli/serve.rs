@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use sd_wgpu::lora::{LoraDir, LoraSpec};
 use sd_wgpu::pipeline::{ModelSource, TextualInversion};
+use sd_wgpu::server::loras::ServerLoras;
 use sd_wgpu::server::state::{Limits, DEFAULT_MAX_PIXELS, MAX_BATCH, MAX_STEPS};
 use sd_wgpu::server::{serve, Config};
 
@@ -29,6 +31,13 @@ pub struct Args {
     /// by trigger word.
     #[arg(long, value_name = "DIR")]
     pub embeddings: Option<PathBuf>,
+    /// LoRA file merged into every job at WEIGHT (default 1); repeat for several.
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]", value_parser = super::flags::lora)]
+    pub loras: Vec<LoraSpec>,
+    /// Folder of LoRA files that prompts name with A1111's <lora:NAME:WEIGHT> tags (in every
+    /// API); listed at startup.
+    #[arg(long, value_name = "DIR")]
+    pub lora_dir: Option<PathBuf>,
     /// Address to listen on. Anything but loopback needs --api-key (or --insecure-no-auth).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
     pub host: String,
@@ -87,10 +96,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         return Err(anyhow!("invalid argument --api-key: must not be blank"));
     }
+    for spec in &args.loras {
+        must_exist("--lora", &spec.path)?;
+    }
+    let lora_dir = match &args.lora_dir {
+        Some(dir) => Some(LoraDir::scan(dir, "--lora-dir")?),
+        None => None,
+    };
     serve(Config {
         model,
         vae: args.vae,
         concepts,
+        loras: ServerLoras {
+            fixed: args.loras,
+            dir: lora_dir,
+        },
         host: args.host,
         port: args.port,
         backend,

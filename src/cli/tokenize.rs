@@ -41,7 +41,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // each other (the demo model's are 64 wide, SD 1.x's 768).
     let width = embeddings.first().map_or(0, |e| e.width);
     let triggers = Triggers::new(&tokenizer, &embeddings, width)?;
-    let chunks = chunk_prompt(&tokenizer, &triggers, &args.prompt)?;
+    // `<lora:...>` tags are cut out before encoding, as generation does.
+    let chunks = chunk_prompt(&tokenizer, &triggers, &sd_wgpu::lora::strip_tags(&args.prompt))?;
     let mut text = render(&tokenizer, &chunks, args.verbose);
     render_embeddings(
         &mut text,

@@ -1,4 +1,4 @@
-//! Prompts to the UNet's context: chunking (75 tokens, BREAK, embedding
+//! Prompts to the UNet's context: `<lora:...>` tags cut out (A1111), chunking (75 tokens, BREAK, embedding
 //! triggers), one text-encoder pass per 77-token chunk, chunks concatenated
 //! along the sequence axis, A1111's emphasis rule applied per chunk.
 //!
@@ -11,6 +11,7 @@
 use super::load::Pipeline;
 use super::request::Request;
 use crate::checkpoint::Embedding;
+use crate::lora::strip_tags;
 use crate::text::triggers::{explain_unused, used_embeddings};
 use crate::text::{apply_emphasis, chunk_pair, chunk_prompt, PromptChunks, Triggers};
 use crate::{Result, Tensor};
@@ -39,12 +40,17 @@ impl Pipeline {
         let triggers = Triggers::new(&self.tokenizer, &embeddings, width)?;
         let guided = guided(req.cfg_scale);
         let (states, len) = if guided {
-            let (pos, neg) = chunk_pair(&self.tokenizer, &triggers, &req.prompt, &req.negative_prompt)?;
+            let (pos, neg) = chunk_pair(
+                &self.tokenizer,
+                &triggers,
+                &strip_tags(&req.prompt),
+                &req.negative_prompt,
+            )?;
             let mut states = self.encode_chunks(&neg, &embeddings, req.clip_skip)?;
             states.extend(self.encode_chunks(&pos, &embeddings, req.clip_skip)?);
             (states, pos.chunks.len() * crate::text::CHUNK_LEN)
         } else {
-            let pos = chunk_prompt(&self.tokenizer, &triggers, &req.prompt)?;
+            let pos = chunk_prompt(&self.tokenizer, &triggers, &strip_tags(&req.prompt))?;
             let states = self.encode_chunks(&pos, &embeddings, req.clip_skip)?;
             (states, pos.chunks.len() * crate::text::CHUNK_LEN)
         };
@@ -59,7 +65,12 @@ impl Pipeline {
         let embeddings: Vec<Embedding> = req.embeddings.iter().map(|t| t.embedding.clone()).collect();
         let width = self.text_encoder.config().hidden_size;
         let triggers = Triggers::new(&self.tokenizer, &embeddings, width)?;
-        let (pos, neg) = chunk_pair(&self.tokenizer, &triggers, &req.prompt, &req.negative_prompt)?;
+        let (pos, neg) = chunk_pair(
+            &self.tokenizer,
+            &triggers,
+            &strip_tags(&req.prompt),
+            &req.negative_prompt,
+        )?;
         Ok(used_embeddings(embeddings.len(), &[&pos, &neg]))
     }
 

@@ -159,6 +159,7 @@ impl Pipeline {
             None
         };
         let (width, height) = req.size(default_size, default_from, self.vae_scale())?;
+        self.check_lora_tags(req)?;
         for ti in &req.embeddings {
             ti.check_width(self.text_encoder.config().hidden_size)?;
         }
@@ -449,6 +450,7 @@ impl Pipeline {
             mask_blur: plan.mask_blur,
             inpainting_conditioning: self.is_inpainting_model(),
             embeddings: self.used_embedding_hashes(req),
+            loras: self.lora_hashes(),
         }
     }
 }

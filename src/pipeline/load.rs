@@ -27,6 +27,7 @@ use super::check::check;
 use super::embedded::{default_cache_dir, demo_model_dir, DEMO_MODEL_NAME};
 use super::request::hex_prefix;
 use crate::checkpoint::{open_vae, open_with, Layout, OpenOptions};
+use crate::lora::{LoraSet, LoraSpec, Part};
 use crate::models::{ClipTextModel, Tiling, UNet, Vae};
 use crate::schedulers::{SamplerKind, SchedulerConfig};
 use crate::text::ClipTokenizer;
@@ -74,6 +75,8 @@ pub struct LoadOptions {
     /// A VAE replacing the checkpoint's: a diffusers `vae/` folder, a
     /// standalone VAE file or a full checkpoint (`checkpoint::open_vae`).
     pub vae: Option<PathBuf>,
+    /// LoRAs merged into the UNet and text encoder as they load (see [`crate::lora`]).
+    pub loras: Vec<LoraSpec>,
 }
 
 impl Default for LoadOptions {
@@ -85,6 +88,7 @@ impl Default for LoadOptions {
             vae_tiling: Tiling::Auto,
             variant: None,
             vae: None,
+            loras: Vec::new(),
         }
     }
 }
@@ -98,6 +102,8 @@ pub struct Pipeline {
     pub(super) scheduler: SchedulerConfig,
     pub(super) default_sampler: SamplerKind,
     pub(super) vae_tiling: Tiling,
+    /// The base UNet / text encoder weights and the LoRAs merged into them.
+    pub(super) loras: LoraSet,
     model_name: String,
     device: Device,
     hash: ModelHash,
@@ -147,8 +153,13 @@ impl Pipeline {
         let dtype = opts
             .dtype
             .unwrap_or(if device.is_gpu() { DType::F16 } else { DType::F32 });
-        let text_encoder = ClipTextModel::load(ck.text_encoder.weights.clone(), clip_cfg, &device, dtype)?;
-        let unet = UNet::load(ck.unet.weights.clone(), &ck.unet.config, &device, dtype)?;
+        let loras = LoraSet::open(
+            ck.unet.weights.clone(),
+            ck.text_encoder.weights.clone(),
+            &opts.loras,
+        )?;
+        let text_encoder = ClipTextModel::load(loras.source(Part::TextEncoder), clip_cfg, &device, dtype)?;
+        let unet = UNet::load(loras.source(Part::Unet), &ck.unet.config, &device, dtype)?;
         let vae = Vae::load(ck.vae.weights.clone(), &ck.vae.config, &device, DType::F32)?;
         device.sync()?;
         let model_name = match display_name {
@@ -168,6 +179,7 @@ impl Pipeline {
             scheduler: checked.scheduler,
             default_sampler: checked.default_sampler,
             vae_tiling: opts.vae_tiling,
+            loras,
             model_name,
             device,
             hash,

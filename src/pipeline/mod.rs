@@ -20,7 +20,8 @@
 //! `generate` (the sampling loops), `inpaint` (its additions for
 //! inpainting), `mask` (inpainting masks), `progress` (callbacks, cancellation),
 //! `image_io`, `output`, `params` (images in and out, PNG metadata),
-//! `atomic` (writing files safely in a shared folder).
+//! `atomic` (writing files safely in a shared folder), `loras` (changing the
+//! LoRAs of a loaded pipeline, prompt tags checked).
 
 mod atomic;
 mod check;
@@ -30,12 +31,14 @@ mod generate;
 pub mod image_io;
 mod inpaint;
 mod load;
+mod loras;
 pub mod mask;
 pub mod output;
 pub mod params;
 mod progress;
 mod request;
 
+pub use crate::lora::LoraSpec;
 pub use check::{check, Checked};
 pub use conditioning::{guided, Conditioning};
 pub use generate::{Generated, Generation, OnImage, Report, Timings};

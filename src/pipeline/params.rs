@@ -33,6 +33,8 @@ pub struct GenerationInfo {
     pub inpainting_conditioning: bool,
     /// Textual-inversion triggers used, with their file hashes.
     pub embeddings: Vec<(String, String)>,
+    /// LoRAs merged into the model, `(name, A1111 short hash)`.
+    pub loras: Vec<(String, String)>,
 }
 
 /// Quotes a value the way A1111 does when it contains `,`, `:` or `"`.
@@ -82,6 +84,10 @@ impl GenerationInfo {
         if let Some(b) = self.mask_blur {
             kv.push(("Mask blur", b.to_string()));
         }
+        if !self.loras.is_empty() {
+            let v: Vec<String> = self.loras.iter().map(|(n, h)| format!("{n}: {h}")).collect();
+            kv.push(("Lora hashes", quote(&v.join(", "))));
+        }
         if !self.embeddings.is_empty() {
             let v: Vec<String> = self.embeddings.iter().map(|(n, h)| format!("{n}: {h}")).collect();
             kv.push(("TI hashes", quote(&v.join(", "))));
@@ -122,6 +128,10 @@ mod tests {
             mask_blur: Some(4),
             inpainting_conditioning: true,
             embeddings: vec![("<teal>".into(), "abc123def0".into())],
+            loras: vec![
+                ("fox".into(), "0123456789ab".into()),
+                ("style".into(), "ba9876543210".into()),
+            ],
         };
         let v = env!("CARGO_PKG_VERSION");
         assert_eq!(
@@ -132,7 +142,7 @@ mod tests {
                  Model: v1-5-pruned-emaonly, \
                  VAE hash: 735e4c3a44, VAE: vae-ft-mse-840000-ema-pruned.safetensors, Denoising strength: 0.75, \
                  Conditional mask weight: 1.0, Clip skip: 2, Mask blur: 4, \
-                 TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
+                 Lora hashes: \"fox: 0123456789ab, style: ba9876543210\", TI hashes: \"<teal>: abc123def0\", Version: sd-wgpu {v}"
             )
         );
     }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod input;
 pub mod job;
 pub mod jobs;
+pub mod loras;
 pub mod metrics;
 pub mod native;
 pub mod openai;
@@ -39,6 +40,7 @@ use crate::pipeline::{LoadOptions, ModelSource, TextualInversion};
 use crate::{Backend, DType, Error, Result};
 
 use self::jobs::Jobs;
+use self::loras::ServerLoras;
 use self::metrics::Metrics;
 use self::state::{AppState, Limits};
 
@@ -52,6 +54,8 @@ pub struct Config {
     pub vae: Option<PathBuf>,
     /// Concepts every request may use by trigger word.
     pub concepts: Vec<TextualInversion>,
+    /// `--lora` and `--lora-dir` (see [`loras`]).
+    pub loras: ServerLoras,
     pub host: String,
     /// 0: any free port (the printed URL says which).
     pub port: u16,
@@ -78,10 +82,12 @@ pub fn serve(config: Config) -> Result<()> {
     let options = LoadOptions {
         device: choice.device,
         dtype: config.dtype,
+        loras: config.loras.fixed.clone(),
         vae: config.vae,
         ..LoadOptions::default()
     };
-    let (model, worker) = worker::start(config.model, options, config.concepts, jobs.clone())?;
+    let loras = Arc::new(config.loras);
+    let (model, worker) = worker::start(config.model, options, config.concepts, loras, jobs.clone())?;
     eprintln!(
         "model: {} ({} concept{})",
         model.name,

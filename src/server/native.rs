@@ -438,16 +438,18 @@ struct TokenizeRequest {
 }
 
 /// A1111's token counter: tokens in the prompt (loaded concepts' triggers count as their
-/// vectors) and per 75-token chunk.
+/// vectors, `<lora:...>` tags none: they are cut out before encoding) and per 75-token chunk.
 async fn tokenize(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<TokenizeRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let m = &state.model;
-    let chunks = chunk_prompt(&m.tokenizer, &m.triggers, &body.text).map_err(|e| match e {
-        crate::Error::InvalidArgument { msg, .. } => ApiError::field("text", msg),
-        e => ApiError::from(e),
-    })?;
+    let chunks = chunk_prompt(&m.tokenizer, &m.triggers, &crate::lora::strip_tags(&body.text)).map_err(
+        |e| match e {
+            crate::Error::InvalidArgument { msg, .. } => ApiError::field("text", msg),
+            e => ApiError::from(e),
+        },
+    )?;
     let per_chunk: Vec<Value> = chunks
         .chunks
         .iter()

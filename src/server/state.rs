@@ -11,6 +11,7 @@ use crate::text::{ClipTokenizer, Triggers};
 
 use super::error::ApiError;
 use super::jobs::{JobId, JobSnapshot, JobSpec, Jobs};
+use super::loras::ServerLoras;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -44,6 +45,8 @@ pub struct ModelInfo {
     pub triggers: Triggers,
     /// The device, as `sd-wgpu txt2img` prints it.
     pub device: String,
+    /// `--lora` / `--lora-dir`: what prompt tags resolve against.
+    pub loras: Arc<ServerLoras>,
 }
 
 pub struct Concept {
@@ -181,6 +184,7 @@ impl AppState {
                 ),
             ));
         }
+        self.model.loras.for_request(req)?;
         let (width, height) = self.size_of(spec)?;
         if width * height > limits.max_pixels {
             let field = if req.width.is_some() || req.height.is_none() {

@@ -1,6 +1,7 @@
 //! The worker: one thread that owns the [`Pipeline`] and runs jobs one after the other, in
 //! the order they were queued. It loads the model itself, so that nothing of the model
 //! crosses threads; the rest of the server learns about the model from [`ModelInfo`].
+//! Before each job it merges the LoRAs the job asks for (see `loras`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use crate::{Error, Result};
 
 use super::error::ApiError;
 use super::jobs::{JobImage, Jobs, StepUpdate, Taken};
+use super::loras::{file_error, ServerLoras};
 use super::preview::preview_png;
 use super::state::{Concept, ModelInfo};
 
@@ -26,6 +28,7 @@ pub fn start(
     source: ModelSource,
     options: LoadOptions,
     concepts: Vec<TextualInversion>,
+    loras: Arc<ServerLoras>,
     jobs: Jobs,
 ) -> Result<(ModelInfo, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel();
@@ -33,13 +36,13 @@ pub fn start(
         .name("sd-wgpu worker".into())
         .spawn(move || {
             let loaded = Pipeline::load(source, &options).and_then(|pipe| {
-                let info = model_info(&pipe, concepts)?;
+                let info = model_info(&pipe, concepts, loras.clone())?;
                 Ok((pipe, info))
             });
             match loaded {
-                Ok((pipe, info)) => {
+                Ok((mut pipe, info)) => {
                     let _ = tx.send(Ok(info));
-                    run(&pipe, &jobs);
+                    run(&mut pipe, &loras, &jobs);
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -57,7 +60,11 @@ pub fn start(
 }
 
 /// What the APIs say about the model; the concepts are checked against its text encoder.
-fn model_info(pipe: &Pipeline, concepts: Vec<TextualInversion>) -> Result<ModelInfo> {
+fn model_info(
+    pipe: &Pipeline,
+    concepts: Vec<TextualInversion>,
+    loras: Arc<ServerLoras>,
+) -> Result<ModelInfo> {
     let width = pipe.text_encoder().config().hidden_size;
     for c in &concepts {
         c.check_width(width)?;
@@ -83,14 +90,23 @@ fn model_info(pipe: &Pipeline, concepts: Vec<TextualInversion>) -> Result<ModelI
         tokenizer: pipe.tokenizer().clone(),
         triggers,
         device: pipe.device().describe(),
+        loras,
     })
 }
 
-/// Takes jobs until the queue closes.
-fn run(pipe: &Pipeline, jobs: &Jobs) {
+/// Takes jobs until the queue closes, switching the pipeline to each job's LoRAs.
+fn run(pipe: &mut Pipeline, loras: &ServerLoras, jobs: &Jobs) {
     while let Some(job) = jobs.next() {
         let id = job.id.clone();
         let cancel = job.cancel.clone();
+        let switched = loras
+            .for_request(&job.spec.request)
+            .and_then(|specs| pipe.set_loras(&specs).map_err(|e| ApiError::from(file_error(e))));
+        if let Err(e) = switched {
+            jobs.finish(&id, Err(e), false);
+            continue;
+        }
+        let pipe = &*pipe;
         // A panic is a bug in sd-wgpu; it fails this job, not the server.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| generate(pipe, jobs, job)))
             .unwrap_or_else(|_| Err(Error::Gpu("internal error (panic) while generating".into())));

@@ -10,6 +10,7 @@ mod common;
 mod concurrency;
 mod inpaint;
 mod limits;
+mod loras;
 mod native;
 mod openai;
 mod ops;

@@ -28,7 +28,7 @@ use super::jobs::{JobSnapshot, JobSpec, JobState};
 use super::state::AppState;
 use convert::Model;
 use schema::{
-    EmbeddingItem, EmbeddingsResponse, GenerationRequest, GenerationResponse, Kind, PngInfoRequest,
+    EmbeddingItem, EmbeddingsResponse, GenerationRequest, GenerationResponse, Kind, LoraItem, PngInfoRequest,
     PngInfoResponse, ProgressQuery, ProgressResponse, ProgressState, SamplerItem, SchedulerItem, SdModelItem,
     SdVaeItem,
 };
@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sdapi/v1/sd-vae", get(sd_vae))
         .route("/sdapi/v1/options", get(options).post(set_options))
         .route("/sdapi/v1/embeddings", get(embeddings))
+        .route("/sdapi/v1/loras", get(loras))
         .route("/sdapi/v1/png-info", post(png_info))
 }
 
@@ -321,6 +322,22 @@ async fn set_options(
         }
     }
     Ok(Json(Value::Null))
+}
+
+/// The `--lora-dir` files, as A1111's Lora extension lists them (no metadata).
+async fn loras(State(state): State<AppState>) -> Json<Vec<LoraItem>> {
+    let dir = state.model.loras.dir.as_ref();
+    Json(
+        dir.into_iter()
+            .flat_map(|d| d.files())
+            .map(|(name, path)| LoraItem {
+                name: name.to_string(),
+                alias: name.to_string(),
+                path: path.display().to_string(),
+                metadata: Map::new(),
+            })
+            .collect(),
+    )
 }
 
 async fn embeddings(State(state): State<AppState>) -> Json<EmbeddingsResponse> {

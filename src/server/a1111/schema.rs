@@ -375,6 +375,16 @@ pub struct EmbeddingItem {
     pub vectors: usize,
 }
 
+/// One file of `GET /sdapi/v1/loras` (A1111's Lora extension's route).
+#[derive(Debug, Serialize)]
+pub struct LoraItem {
+    /// What `<lora:NAME:W>` tags use: the file name without extension.
+    pub name: String,
+    pub alias: String,
+    pub path: String,
+    pub metadata: Map<String, Value>,
+}
+
 /// `GET /sdapi/v1/embeddings`.
 #[derive(Debug, Serialize)]
 pub struct EmbeddingsResponse {
