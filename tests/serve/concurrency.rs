@@ -57,8 +57,11 @@ fn sixteen_clients_queue_of_four() {
         }
     }
     assert_eq!(done + refused, 16);
-    // 1 running + 4 waiting at most when all arrive together; the rest are refused.
-    assert!(done >= 5 && refused >= 1, "{done} done, {refused} refused");
+    // The first 4 arrivals always fit the queue. A 5th fits only once the worker has taken a job
+    // off it, which a busy machine may not have done before all 16 arrive (seen: 4 done, 12
+    // refused); later arrivals may fit again as jobs end. Some must be refused: 16 jobs of 8
+    // steps cannot all end within the moments their requests arrive in.
+    assert!(done >= 4 && refused >= 1, "{done} done, {refused} refused");
     let metrics = server.get("/metrics").text();
     assert!(
         metrics.contains(&format!("sd_wgpu_jobs_finished_total{{state=\"done\"}} {done}\n")),
