@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::profile::{Family, Timer};
 use crate::ops::AttentionOpts;
 use crate::tensor::Tensor;
 
@@ -11,6 +12,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Te
     let lk = k.dim(1);
     let h = opts.heads;
     let d = width / h;
+    let _t = Timer::new(Family::Attention, 4.0 * (b * h * lq * lk * d) as f64);
     let qv = q.cpu_data().to_f32();
     let kv = k.cpu_data().to_f32();
     let vv = v.cpu_data().to_f32();

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::matmul::{gemm_view, View};
+use super::profile::{Family, Timer};
 use crate::ops::conv::{ConvDims, ConvOpts};
 use crate::tensor::Tensor;
 
@@ -37,6 +38,8 @@ fn im2col(xn: &[f32], d: &ConvDims, oy0: usize, rows: usize, col: &mut [f32]) {
 }
 
 pub fn conv2d(x: &Tensor, w: &Tensor, opts: &ConvOpts, d: ConvDims) -> Tensor {
+    let macs = d.n * d.c_out * d.h_out * d.w_out * d.c_in * d.kh * d.kw;
+    let _t = Timer::new(Family::Conv, 2.0 * macs as f64);
     let xv = x.cpu_data().to_f32();
     let wv = w.cpu_data().to_f32(); // [C_out, C_in*kh*kw]
     let bias = opts.bias.map(|t| t.cpu_data().to_f32().into_owned());

@@ -3,16 +3,19 @@
 use rayon::prelude::*;
 
 use crate::ops::elementwise::broadcast_strides;
+use super::profile::{Family, Timer};
 use crate::ops::{Binary, Unary};
 use crate::tensor::{DType, Tensor};
 
 pub fn unary(x: &Tensor, op: Unary) -> Tensor {
+    let _t = Timer::new(Family::Elementwise, 0.0);
     let v = x.cpu_data().to_f32();
     let out: Vec<f32> = v.par_iter().map(|&a| op.apply(a)).collect();
     Tensor::cpu_from_f32(out, x.shape(), x.dtype())
 }
 
 pub fn binary(a: &Tensor, op: Binary, b: &Tensor) -> Tensor {
+    let _t = Timer::new(Family::Elementwise, 0.0);
     let av = a.cpu_data().to_f32();
     let bv = b.cpu_data().to_f32();
     let shape = a.shape();
@@ -40,6 +43,7 @@ pub fn binary(a: &Tensor, op: Binary, b: &Tensor) -> Tensor {
 }
 
 pub fn geglu(x: &Tensor) -> Tensor {
+    let _t = Timer::new(Family::Elementwise, 0.0);
     let v = x.cpu_data().to_f32();
     let f = x.dim(-1) / 2;
     let mut shape = x.shape().to_vec();
@@ -52,5 +56,6 @@ pub fn geglu(x: &Tensor) -> Tensor {
 }
 
 pub fn cast(x: &Tensor, dtype: DType) -> Tensor {
+    let _t = Timer::new(Family::Elementwise, 0.0);
     Tensor::cpu_from_f32(x.cpu_data().to_f32().into_owned(), x.shape(), dtype)
 }

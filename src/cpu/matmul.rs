@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use super::profile::{Family, Timer};
 use crate::ops::matmul::{MatmulDims, MatmulOpts};
 use crate::tensor::Tensor;
 
@@ -164,6 +165,7 @@ pub fn matmul(a: &Tensor, b: &Tensor, opts: &MatmulOpts, d: MatmulDims, out_shap
         n,
         k,
     } = d;
+    let _t = Timer::new(Family::Matmul, 2.0 * (batch * m * n * k) as f64);
     let av = a.cpu_data().to_f32();
     let bv = b.cpu_data().to_f32();
     let bias = opts.bias.map(|t| t.cpu_data().to_f32().into_owned());

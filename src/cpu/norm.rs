@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::profile::{Family, Timer};
 use crate::ops::Unary;
 use crate::tensor::Tensor;
 
@@ -14,6 +15,7 @@ fn moments(v: &[f32]) -> (f64, f64) {
 }
 
 pub fn group_norm(x: &Tensor, groups: usize, eps: f32, gamma: &Tensor, beta: &Tensor, silu: bool) -> Tensor {
+    let _t = Timer::new(Family::Norm, 0.0);
     let xv = x.cpu_data().to_f32();
     let g = gamma.cpu_data().to_f32();
     let b = beta.cpu_data().to_f32();
@@ -38,6 +40,7 @@ pub fn group_norm(x: &Tensor, groups: usize, eps: f32, gamma: &Tensor, beta: &Te
 }
 
 pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Tensor {
+    let _t = Timer::new(Family::Norm, 0.0);
     let xv = x.cpu_data().to_f32();
     let g = gamma.cpu_data().to_f32();
     let b = beta.cpu_data().to_f32();
