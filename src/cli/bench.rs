@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use super::stdout::Stdout;
 use anyhow::{bail, Context};
+use sd_wgpu::cpu::profile;
 use sd_wgpu::models::config::{ClipConfig, UNetConfig, VaeConfig};
 use sd_wgpu::models::{default_dtype, flops, memory_summary, ClipTextModel, Component, Tiling, UNet, Vae};
-use sd_wgpu::cpu::profile;
 use sd_wgpu::weights::VarBuilder;
 use sd_wgpu::{DType, Device, Tensor};
 
@@ -273,7 +273,10 @@ fn cpu_breakdown(passes: usize, out: &mut Stdout) {
         ));
     }
     if let Some(b) = profile::peak_rss() {
-        out.line(format_args!("  peak RSS: {:.2} GiB", b as f64 / (1u64 << 30) as f64));
+        out.line(format_args!(
+            "  peak RSS: {:.2} GiB",
+            b as f64 / (1u64 << 30) as f64
+        ));
     }
     profile::reset();
 }

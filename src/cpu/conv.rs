@@ -3,7 +3,8 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{gemm_view, View};
+use super::gemm::{gemm, Elems, View};
+use super::matmul::elems;
 use super::profile::{Family, Timer};
 use crate::ops::conv::{ConvDims, ConvOpts};
 use crate::tensor::Tensor;
@@ -41,7 +42,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, opts: &ConvOpts, d: ConvDims) -> Tensor {
     let macs = d.n * d.c_out * d.h_out * d.w_out * d.c_in * d.kh * d.kw;
     let _t = Timer::new(Family::Conv, 2.0 * macs as f64);
     let xv = x.cpu_data().to_f32();
-    let wv = w.cpu_data().to_f32(); // [C_out, C_in*kh*kw]
+    let wv = elems(w); // [C_out, C_in*kh*kw], in its stored dtype
     let bias = opts.bias.map(|t| t.cpu_data().to_f32().into_owned());
     let resid = opts.residual.map(|t| t.cpu_data().to_f32().into_owned());
     let ck = d.c_in * d.kh * d.kw;
@@ -63,9 +64,9 @@ pub fn conv2d(x: &Tensor, w: &Tensor, opts: &ConvOpts, d: ConvDims) -> Tensor {
             // operand on the side the GEMM parallelises over and packs per task.
             tile.clear();
             tile.resize(p * d.c_out, 0.0);
-            gemm_view(
-                View::transposed(&col, p),
-                View::transposed(&wv, ck),
+            gemm(
+                View::transposed(Elems::F32(&col), p),
+                View::transposed(wv, ck),
                 &mut tile,
                 p,
                 d.c_out,

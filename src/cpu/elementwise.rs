@@ -2,8 +2,8 @@
 
 use rayon::prelude::*;
 
-use crate::ops::elementwise::broadcast_strides;
 use super::profile::{Family, Timer};
+use crate::ops::elementwise::broadcast_strides;
 use crate::ops::{Binary, Unary};
 use crate::tensor::{DType, Tensor};
 
