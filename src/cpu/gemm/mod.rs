@@ -51,6 +51,16 @@ pub(crate) struct View<'a> {
     pub cs: usize,
 }
 
+impl<'a> Elems<'a> {
+    /// The elements from `start` on.
+    pub fn tail(self, start: usize) -> Elems<'a> {
+        match self {
+            Elems::F32(v) => Elems::F32(&v[start..]),
+            Elems::F16(v) => Elems::F16(&v[start..]),
+        }
+    }
+}
+
 impl<'a> View<'a> {
     /// A row-major matrix with `cols` columns.
     pub fn rows(data: Elems<'a>, cols: usize) -> View<'a> {
@@ -93,8 +103,9 @@ impl<'a> View<'a> {
 
 /// Rows `k0..k0+kc` of B `[k, n]` as `n.div_ceil(nr)` panels, each `[kc, nr]`
 /// row-major, zero-padded past column n.
-fn pack_b(b: View, k0: usize, kc: usize, n: usize, nr: usize, out: &mut [f32]) {
-    out.par_chunks_mut(kc * nr).enumerate().for_each(|(jp, panel)| {
+/// In parallel over panels when `parallel`.
+fn pack_b(b: View, k0: usize, kc: usize, n: usize, nr: usize, out: &mut [f32], parallel: bool) {
+    let pack = |(jp, panel): (usize, &mut [f32])| {
         let j0 = jp * nr;
         let cols = nr.min(n - j0);
         if cols < nr {
@@ -116,7 +127,12 @@ fn pack_b(b: View, k0: usize, kc: usize, n: usize, nr: usize, out: &mut [f32]) {
                 }
             }
         }
-    });
+    };
+    if parallel {
+        out.par_chunks_mut(kc * nr).enumerate().for_each(pack);
+    } else {
+        out.chunks_mut(kc * nr).enumerate().for_each(pack);
+    }
 }
 
 /// Rows `i0..i0+rows`, columns `k0..k0+kc` of A as groups of `mr` rows,
@@ -164,9 +180,16 @@ thread_local! {
     static A_PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `c [m, n] += a [m, k] @ b [k, n]` with the best kernel of this CPU.
+/// `c [m, n] += a [m, k] @ b [k, n]` with the best kernel of this CPU, on
+/// every core.
 pub(crate) fn gemm(a: View, b: View, c: &mut [f32], m: usize, n: usize, k: usize) {
-    gemm_with(kernels::best(), a, b, c, m, n, k);
+    gemm_with(kernels::best(), a, b, c, (m, n, k), true);
+}
+
+/// `gemm` on the calling thread only, for callers that are already one
+/// task among many (attention's query blocks).
+pub(crate) fn gemm_serial(a: View, b: View, c: &mut [f32], m: usize, n: usize, k: usize) {
+    gemm_with(kernels::best(), a, b, c, (m, n, k), false);
 }
 
 /// `gemm` with the kernel called `kernel` (one of `kernels_available()`):
@@ -181,14 +204,20 @@ pub fn gemm_named(kernel: &str, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n
         View::rows(Elems::F32(a), k),
         View::rows(Elems::F32(b), n),
         c,
-        m,
-        n,
-        k,
+        (m, n, k),
+        true,
     );
     true
 }
 
-fn gemm_with(kern: Kernel, a: View, b: View, c: &mut [f32], m: usize, n: usize, k: usize) {
+fn gemm_with(
+    kern: Kernel,
+    a: View,
+    b: View,
+    c: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    parallel: bool,
+) {
     assert!(
         c.len() >= m * n,
         "gemm: C has {} values, needs {m} x {n}",
@@ -202,7 +231,11 @@ fn gemm_with(kern: Kernel, a: View, b: View, c: &mut [f32], m: usize, n: usize, 
     let row_blocks = m.div_ceil(MC);
     // Enough tasks to balance the threads: split the panels when the rows
     // alone are too few.
-    let want = 4 * rayon::current_num_threads();
+    let want = if parallel {
+        4 * rayon::current_num_threads()
+    } else {
+        1
+    };
     let per_chunk = panels.div_ceil(want.div_ceil(row_blocks).clamp(1, panels));
     let col_chunks = panels.div_ceil(per_chunk);
     let mut bp = vec![0.0f32; panels * KC.min(k) * nr];
@@ -210,9 +243,9 @@ fn gemm_with(kern: Kernel, a: View, b: View, c: &mut [f32], m: usize, n: usize, 
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let bp = &mut bp[..panels * kc * nr];
-        pack_b(b, k0, kc, n, nr, bp);
+        pack_b(b, k0, kc, n, nr, bp, parallel);
         let bp = &*bp;
-        (0..row_blocks * col_chunks).into_par_iter().for_each(|t| {
+        let task = |t: usize| {
             let (i0, jc) = ((t / col_chunks) * MC, t % col_chunks);
             let rows = MC.min(m - i0);
             A_PACK.with(|ap| {
@@ -227,7 +260,12 @@ fn gemm_with(kern: Kernel, a: View, b: View, c: &mut [f32], m: usize, n: usize, 
                     }
                 }
             });
-        });
+        };
+        if parallel {
+            (0..row_blocks * col_chunks).into_par_iter().for_each(task);
+        } else {
+            (0..row_blocks * col_chunks).for_each(task);
+        }
     }
 }
 
