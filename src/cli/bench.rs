@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::stdout::Stdout;
 use anyhow::{bail, Context};
-use sd_wgpu::cpu::profile;
+use sd_wgpu::cpu::{gemm, profile};
 use sd_wgpu::models::config::{ClipConfig, UNetConfig, VaeConfig};
 use sd_wgpu::models::{default_dtype, flops, memory_summary, ClipTextModel, Component, Tiling, UNet, Vae};
 use sd_wgpu::weights::VarBuilder;
@@ -257,6 +257,11 @@ fn reset_peak(device: &Device) {
 /// the process's peak RSS (weights included).
 fn cpu_breakdown(passes: usize, out: &mut Stdout) {
     let totals = profile::totals();
+    out.line(format_args!(
+        "  GEMM micro-kernel {}: {:.1} GFLOP/s with its operands in L1 (the ceiling)",
+        gemm::kernel_name(),
+        gemm::kernel_peak_gflops()
+    ));
     let all: f64 = totals.iter().map(|t| t.secs).sum();
     for t in &totals {
         let rate = if t.flops > 0.0 {

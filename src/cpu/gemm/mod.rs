@@ -33,6 +33,8 @@ const KC: usize = 256;
 /// Rows of A per task: `[KC, MC]` floats (96 KiB) stay in L2. A multiple of
 /// every kernel's `mr` (12 and 6).
 const MC: usize = 96;
+/// Columns of B per packed block (with KC: 4 MiB of f32).
+const NC: usize = 4096;
 /// Largest `mr * nr` of any kernel, the edge tile's size.
 const MAX_TILE: usize = 12 * 32;
 
@@ -101,16 +103,44 @@ impl<'a> View<'a> {
     }
 }
 
-/// Rows `k0..k0+kc` of B `[k, n]` as `n.div_ceil(nr)` panels, each `[kc, nr]`
-/// row-major, zero-padded past column n.
-/// In parallel over panels when `parallel`.
-fn pack_b(b: View, k0: usize, kc: usize, n: usize, nr: usize, out: &mut [f32], parallel: bool) {
+/// `fill(p, j0, dst)` writes `B[p, j0..j0 + dst.len()]`.
+pub(crate) type RowFill<'a> = &'a (dyn Fn(usize, usize, &mut [f32]) + Sync);
+
+/// Where B's values come from.
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a> {
+    View(View<'a>),
+    /// Computed row runs: the conv's patches, packed straight from its
+    /// input so the full im2col matrix never exists.
+    Rows(RowFill<'a>),
+}
+
+/// Rows `k0..k0+kc`, columns `j0..j0+n` of B as `n.div_ceil(nr)` panels,
+/// each `[kc, nr]` row-major, zero-padded past column n. In parallel over
+/// panels when `parallel`.
+fn pack_b(
+    b: Rhs,
+    (k0, kc): (usize, usize),
+    (j0, n): (usize, usize),
+    nr: usize,
+    out: &mut [f32],
+    parallel: bool,
+) {
     let pack = |(jp, panel): (usize, &mut [f32])| {
-        let j0 = jp * nr;
-        let cols = nr.min(n - j0);
+        let cols = nr.min(n - jp * nr);
+        let j0 = j0 + jp * nr;
         if cols < nr {
             panel.fill(0.0);
         }
+        let b = match b {
+            Rhs::View(v) => v,
+            Rhs::Rows(fill) => {
+                for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
+                    fill(k0 + p, j0, &mut row[..cols]);
+                }
+                return;
+            }
+        };
         if b.cs == 1 {
             // Rows of B are contiguous: copy row runs.
             for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
@@ -183,13 +213,18 @@ thread_local! {
 /// `c [m, n] += a [m, k] @ b [k, n]` with the best kernel of this CPU, on
 /// every core.
 pub(crate) fn gemm(a: View, b: View, c: &mut [f32], m: usize, n: usize, k: usize) {
-    gemm_with(kernels::best(), a, b, c, (m, n, k), true);
+    gemm_with(kernels::best(), a, Rhs::View(b), c, (m, n, k), true);
+}
+
+/// `gemm` with B given by rows (`Rhs::Rows`).
+pub(crate) fn gemm_rows(a: View, b: RowFill, c: &mut [f32], m: usize, n: usize, k: usize) {
+    gemm_with(kernels::best(), a, Rhs::Rows(b), c, (m, n, k), true);
 }
 
 /// `gemm` on the calling thread only, for callers that are already one
 /// task among many (attention's query blocks).
 pub(crate) fn gemm_serial(a: View, b: View, c: &mut [f32], m: usize, n: usize, k: usize) {
-    gemm_with(kernels::best(), a, b, c, (m, n, k), false);
+    gemm_with(kernels::best(), a, Rhs::View(b), c, (m, n, k), false);
 }
 
 /// `gemm` with the kernel called `kernel` (one of `kernels_available()`):
@@ -202,7 +237,7 @@ pub fn gemm_named(kernel: &str, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n
     gemm_with(
         kern,
         View::rows(Elems::F32(a), k),
-        View::rows(Elems::F32(b), n),
+        Rhs::View(View::rows(Elems::F32(b), n)),
         c,
         (m, n, k),
         true,
@@ -210,14 +245,7 @@ pub fn gemm_named(kernel: &str, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n
     true
 }
 
-fn gemm_with(
-    kern: Kernel,
-    a: View,
-    b: View,
-    c: &mut [f32],
-    (m, n, k): (usize, usize, usize),
-    parallel: bool,
-) {
+fn gemm_with(kern: Kernel, a: View, b: Rhs, c: &mut [f32], (m, n, k): (usize, usize, usize), parallel: bool) {
     assert!(
         c.len() >= m * n,
         "gemm: C has {} values, needs {m} x {n}",
@@ -227,44 +255,50 @@ fn gemm_with(
         return;
     }
     let (mr, nr) = (kern.mr, kern.nr);
-    let panels = n.div_ceil(nr);
-    let row_blocks = m.div_ceil(MC);
-    // Enough tasks to balance the threads: split the panels when the rows
-    // alone are too few.
-    let want = if parallel {
-        4 * rayon::current_num_threads()
-    } else {
-        1
-    };
-    let per_chunk = panels.div_ceil(want.div_ceil(row_blocks).clamp(1, panels));
-    let col_chunks = panels.div_ceil(per_chunk);
-    let mut bp = vec![0.0f32; panels * KC.min(k) * nr];
+    // Column blocks of at most NC: the packed B slab stays a few MiB even
+    // for the VAE's 512x512 convs.
+    let bp_len = NC.min(n).div_ceil(nr) * KC.min(k) * nr;
+    let mut bp = vec![0.0f32; bp_len];
     let shared = SharedC(c.as_mut_ptr());
-    for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
-        let bp = &mut bp[..panels * kc * nr];
-        pack_b(b, k0, kc, n, nr, bp, parallel);
-        let bp = &*bp;
-        let task = |t: usize| {
-            let (i0, jc) = ((t / col_chunks) * MC, t % col_chunks);
-            let rows = MC.min(m - i0);
-            A_PACK.with(|ap| {
-                let ap = &mut *ap.borrow_mut();
-                pack_a(a, i0, rows, k0, kc, mr, ap);
-                for jp in jc * per_chunk..((jc + 1) * per_chunk).min(panels) {
-                    let panel = &bp[jp * kc * nr..(jp + 1) * kc * nr];
-                    let (j0, cols) = (jp * nr, nr.min(n - jp * nr));
-                    for (g, group) in ap.chunks_exact(kc * mr).enumerate() {
-                        let (i, valid) = (i0 + g * mr, mr.min(rows - g * mr));
-                        micro(kern, kc, group, panel, shared, (i, j0), (valid, cols), n);
-                    }
-                }
-            });
-        };
-        if parallel {
-            (0..row_blocks * col_chunks).into_par_iter().for_each(task);
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        let panels = nc.div_ceil(nr);
+        let row_blocks = m.div_ceil(MC);
+        // Enough tasks to balance the threads: split the panels when the
+        // rows alone are too few.
+        let want = if parallel {
+            4 * rayon::current_num_threads()
         } else {
-            (0..row_blocks * col_chunks).for_each(task);
+            1
+        };
+        let per_chunk = panels.div_ceil(want.div_ceil(row_blocks).clamp(1, panels));
+        let col_chunks = panels.div_ceil(per_chunk);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            let bp = &mut bp[..panels * kc * nr];
+            pack_b(b, (k0, kc), (jc, nc), nr, bp, parallel);
+            let bp = &*bp;
+            let task = |t: usize| {
+                let (i0, ch) = ((t / col_chunks) * MC, t % col_chunks);
+                let rows = MC.min(m - i0);
+                A_PACK.with(|ap| {
+                    let ap = &mut *ap.borrow_mut();
+                    pack_a(a, i0, rows, k0, kc, mr, ap);
+                    for jp in ch * per_chunk..((ch + 1) * per_chunk).min(panels) {
+                        let panel = &bp[jp * kc * nr..(jp + 1) * kc * nr];
+                        let (j0, cols) = (jc + jp * nr, nr.min(nc - jp * nr));
+                        for (g, group) in ap.chunks_exact(kc * mr).enumerate() {
+                            let (i, valid) = (i0 + g * mr, mr.min(rows - g * mr));
+                            micro(kern, kc, group, panel, shared, (i, j0), (valid, cols), n);
+                        }
+                    }
+                });
+            };
+            if parallel {
+                (0..row_blocks * col_chunks).into_par_iter().for_each(task);
+            } else {
+                (0..row_blocks * col_chunks).for_each(task);
+            }
         }
     }
 }
@@ -299,6 +333,11 @@ fn micro(
             unsafe { *c.at((i + r) * ldc + j + jj) += v };
         }
     }
+}
+
+/// The micro-kernel this CPU runs (`avx512`, `avx2+fma` or `portable`).
+pub fn kernel_name() -> &'static str {
+    kernels::best().name
 }
 
 /// Measured rate of the micro-kernel with its operands in L1, all threads
