@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use super::gemm::{gemm_serial, Elems, View};
 use super::matmul::elems;
+use super::pool;
 use super::profile::{Family, Timer};
 use crate::ops::AttentionOpts;
 use crate::tensor::Tensor;
@@ -44,7 +45,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, opts: &AttentionOpts) -> Te
             (t, block(qv, kv, vv, (q0, rows), lk, d, opts))
         })
         .collect();
-    let mut out = vec![0.0f32; b * lq * width];
+    // Every element is written below.
+    let mut out = pool::take(b * lq * width);
     for (t, o) in blocks {
         let (bh, qb) = (t / q_blocks, t % q_blocks);
         let (bi, hh) = (bh / h, bh % h);

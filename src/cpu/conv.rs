@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::gemm::{gemm, gemm_rows, Elems, View};
 use super::matmul::elems;
+use super::pool;
 use super::profile::{Family, Timer};
 use crate::ops::conv::{ConvDims, ConvOpts};
 use crate::tensor::Tensor;
@@ -49,14 +50,14 @@ pub fn conv2d(x: &Tensor, w: &Tensor, opts: &ConvOpts, d: ConvDims) -> Tensor {
     let _t = Timer::new(Family::Conv, 2.0 * macs as f64);
     let xv = x.cpu_data().to_f32();
     let wv = View::rows(elems(w), d.c_in * d.kh * d.kw); // [C_out, C_in*kh*kw]
-    let bias = opts.bias.map(|t| t.cpu_data().to_f32().into_owned());
-    let resid = opts.residual.map(|t| t.cpu_data().to_f32().into_owned());
+    let bias = opts.bias.map(|t| t.cpu_data().to_f32());
+    let resid = opts.residual.map(|t| t.cpu_data().to_f32());
     let ck = d.c_in * d.kh * d.kw;
     let pixels = d.h_out * d.w_out;
     let image = d.c_in * d.h * d.w;
     // A 1x1 conv without stride or padding: the input is the patch matrix.
     let pointwise = d.kh == 1 && d.kw == 1 && d.stride == 1 && d.pad == [0; 4];
-    let mut out = vec![0.0f32; d.n * d.c_out * pixels];
+    let mut out = pool::zeroed(d.n * d.c_out * pixels);
     for (xn, on) in xv
         .chunks_exact(image.max(1))
         .zip(out.chunks_exact_mut((d.c_out * pixels).max(1)))

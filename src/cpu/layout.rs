@@ -11,7 +11,11 @@ use crate::tensor::{CpuData, Tensor};
 /// Builds `out[i] = src[index(i)]` for `n` outputs, on either stored dtype.
 fn gather(x: &Tensor, n: usize, shape: &[usize], index: impl Fn(usize) -> usize + Sync) -> Tensor {
     let data = match x.cpu_data() {
-        CpuData::F32(v) => CpuData::F32((0..n).into_par_iter().map(|i| v[index(i)]).collect()),
+        CpuData::F32(v) => {
+            let mut out = super::pool::take(n);
+            out.par_iter_mut().enumerate().for_each(|(i, o)| *o = v[index(i)]);
+            CpuData::F32(out)
+        }
         CpuData::F16(v) => CpuData::F16((0..n).into_par_iter().map(|i| v[index(i)]).collect()),
     };
     Tensor::from_cpu_data(data, shape, &crate::Device::Cpu).expect("sizes computed here")
@@ -68,7 +72,8 @@ pub fn cat(ts: &[&Tensor], dim: usize) -> Tensor {
     let mut shape = ts[0].shape().to_vec();
     shape[dim] = ts.iter().map(|t| t.dim(dim as isize)).sum();
     let (outer, total, inner) = split3(&shape, dim);
-    let mut out = vec![0.0f32; outer * total * inner];
+    // Every element is copied from an input below.
+    let mut out = super::pool::take(outer * total * inner);
     let mut off = 0;
     for t in ts {
         let v = t.cpu_data().to_f32();

@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{gemm, Elems, View};
+use super::pool;
 use super::profile::{Family, Timer};
 use crate::ops::matmul::{MatmulDims, MatmulOpts};
 use crate::tensor::{CpuData, Tensor};
@@ -35,9 +36,9 @@ pub fn matmul(a: &Tensor, b: &Tensor, opts: &MatmulOpts, d: MatmulDims, out_shap
     } = d;
     let _t = Timer::new(Family::Matmul, 2.0 * (batch * m * n * k) as f64);
     let (av, bv) = (elems(a), elems(b));
-    let bias = opts.bias.map(|t| t.cpu_data().to_f32().into_owned());
-    let resid = opts.residual.map(|t| t.cpu_data().to_f32().into_owned());
-    let mut out = vec![0.0f32; batch * m * n];
+    let bias = opts.bias.map(|t| t.cpu_data().to_f32());
+    let resid = opts.residual.map(|t| t.cpu_data().to_f32());
+    let mut out = pool::zeroed(batch * m * n);
     // Stored [m, k] or [k, m] (trans_a); [k, n] or [n, k] (trans_b).
     let view_a = |s| {
         if opts.trans_a {

@@ -11,4 +11,5 @@ pub mod gemm;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
 pub mod profile;

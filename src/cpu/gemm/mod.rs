@@ -24,6 +24,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use super::pool;
 pub use kernels::available as kernels_available;
 use kernels::Kernel;
 
@@ -258,7 +259,8 @@ fn gemm_with(kern: Kernel, a: View, b: Rhs, c: &mut [f32], (m, n, k): (usize, us
     // Column blocks of at most NC: the packed B slab stays a few MiB even
     // for the VAE's 512x512 convs.
     let bp_len = NC.min(n).div_ceil(nr) * KC.min(k) * nr;
-    let mut bp = vec![0.0f32; bp_len];
+    // Every panel is filled before it is read.
+    let mut bp = pool::take(bp_len);
     let shared = SharedC(c.as_mut_ptr());
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -301,6 +303,7 @@ fn gemm_with(kern: Kernel, a: View, b: Rhs, c: &mut [f32], (m, n, k): (usize, us
             }
         }
     }
+    pool::recycle(bp);
 }
 
 /// One `mr x nr` block at `(i, j)` of C; an edge block (`valid` rows,
