@@ -217,7 +217,9 @@ fn conv_matches_direct_convolution() {
     // (x, w, stride, padding): SD's 3x3 resnet conv at 32x32 latent, the
     // downsampler (stride 2), the VAE's asymmetric pad, a 1x1 shortcut,
     // odd sizes and channel counts off every block edge.
-    let cases: [([usize; 4], [usize; 4], usize, [usize; 4]); 6] = [
+    /// Input `[N, C, H, W]`, weight `[Co, C, kh, kw]`, stride, padding.
+    type Case = ([usize; 4], [usize; 4], usize, [usize; 4]);
+    let cases: [Case; 6] = [
         ([1, 320, 32, 32], [320, 320, 3, 3], 1, [1; 4]),
         ([2, 64, 17, 15], [40, 64, 3, 3], 2, [1; 4]),
         ([1, 16, 9, 9], [16, 16, 3, 3], 2, [0, 1, 0, 1]),
