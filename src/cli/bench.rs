@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::stdout::Stdout;
 use anyhow::{bail, Context};
+use sd_wgpu::cpu::{gemm, profile};
 use sd_wgpu::models::config::{ClipConfig, UNetConfig, VaeConfig};
 use sd_wgpu::models::{default_dtype, flops, memory_summary, ClipTextModel, Component, Tiling, UNet, Vae};
 use sd_wgpu::weights::VarBuilder;
@@ -103,6 +104,8 @@ impl Timing {
             f()?;
             device.sync()?;
         }
+        // The CPU breakdown counts the timed passes only.
+        profile::reset();
         let mut secs = Vec::new();
         for _ in 0..iters {
             let t = Instant::now();
@@ -129,6 +132,9 @@ impl Timing {
         ));
         if let Some(m) = memory_summary(device) {
             out.line(format_args!("  memory: {m}"));
+        }
+        if !device.is_gpu() {
+            cpu_breakdown(self.secs.len(), out);
         }
     }
 }
@@ -241,5 +247,41 @@ fn reset_peak(device: &Device) {
     if let Some(c) = device.gpu() {
         c.trim_pool();
         c.reset_peak_memory();
+    } else {
+        profile::reset();
+        profile::reset_peak_rss();
     }
+}
+
+/// Per op family of the CPU backend: seconds per pass, share, GFLOP/s, then
+/// the process's peak RSS (weights included).
+fn cpu_breakdown(passes: usize, out: &mut Stdout) {
+    let totals = profile::totals();
+    out.line(format_args!(
+        "  GEMM micro-kernel {}: {:.1} GFLOP/s with its operands in L1 (the ceiling)",
+        gemm::kernel_name(),
+        gemm::kernel_peak_gflops()
+    ));
+    let all: f64 = totals.iter().map(|t| t.secs).sum();
+    for t in &totals {
+        let rate = if t.flops > 0.0 {
+            format!("{:7.1} GFLOP/s", t.flops / t.secs / 1e9)
+        } else {
+            String::new()
+        };
+        out.line(format_args!(
+            "  {:<11} {:8.3} s/pass {:5.1}% {:6} calls {rate}",
+            t.family.name(),
+            t.secs / passes as f64,
+            100.0 * t.secs / all,
+            t.calls / passes as u64,
+        ));
+    }
+    if let Some(b) = profile::peak_rss() {
+        out.line(format_args!(
+            "  peak RSS: {:.2} GiB",
+            b as f64 / (1u64 << 30) as f64
+        ));
+    }
+    profile::reset();
 }

@@ -5,12 +5,17 @@
 
 use rayon::prelude::*;
 
+use super::profile::{Family, Timer};
 use crate::tensor::{CpuData, Tensor};
 
 /// Builds `out[i] = src[index(i)]` for `n` outputs, on either stored dtype.
 fn gather(x: &Tensor, n: usize, shape: &[usize], index: impl Fn(usize) -> usize + Sync) -> Tensor {
     let data = match x.cpu_data() {
-        CpuData::F32(v) => CpuData::F32((0..n).into_par_iter().map(|i| v[index(i)]).collect()),
+        CpuData::F32(v) => {
+            let mut out = super::pool::take(n);
+            out.par_iter_mut().enumerate().for_each(|(i, o)| *o = v[index(i)]);
+            CpuData::F32(out)
+        }
         CpuData::F16(v) => CpuData::F16((0..n).into_par_iter().map(|i| v[index(i)]).collect()),
     };
     Tensor::from_cpu_data(data, shape, &crate::Device::Cpu).expect("sizes computed here")
@@ -26,6 +31,7 @@ pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
 }
 
 pub fn permute(x: &Tensor, perm: &[usize]) -> Tensor {
+    let _t = Timer::new(Family::Layout, 0.0);
     let in_strides = strides(x.shape());
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
     // Stride in the input of each output dim.
@@ -50,6 +56,7 @@ fn split3(shape: &[usize], dim: usize) -> (usize, usize, usize) {
 }
 
 pub fn narrow(x: &Tensor, dim: usize, start: usize, len: usize) -> Tensor {
+    let _t = Timer::new(Family::Layout, 0.0);
     let (_, size, inner) = split3(x.shape(), dim);
     let mut shape = x.shape().to_vec();
     shape[dim] = len;
@@ -61,10 +68,12 @@ pub fn narrow(x: &Tensor, dim: usize, start: usize, len: usize) -> Tensor {
 }
 
 pub fn cat(ts: &[&Tensor], dim: usize) -> Tensor {
+    let _t = Timer::new(Family::Layout, 0.0);
     let mut shape = ts[0].shape().to_vec();
     shape[dim] = ts.iter().map(|t| t.dim(dim as isize)).sum();
     let (outer, total, inner) = split3(&shape, dim);
-    let mut out = vec![0.0f32; outer * total * inner];
+    // Every element is copied from an input below.
+    let mut out = super::pool::take(outer * total * inner);
     let mut off = 0;
     for t in ts {
         let v = t.cpu_data().to_f32();
@@ -102,6 +111,7 @@ pub(crate) fn nearest_scale(len_in: usize, len_out: usize) -> f32 {
 }
 
 pub fn upsample_nearest(x: &Tensor, out_h: usize, out_w: usize) -> Tensor {
+    let _t = Timer::new(Family::Layout, 0.0);
     let (n, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
     gather(x, n * c * out_h * out_w, &[n, c, out_h, out_w], |i| {
         let (plane, r) = (i / (out_h * out_w), i % (out_h * out_w));
@@ -111,6 +121,7 @@ pub fn upsample_nearest(x: &Tensor, out_h: usize, out_w: usize) -> Tensor {
 }
 
 pub fn embedding(table: &Tensor, ids: &[u32]) -> Tensor {
+    let _t = Timer::new(Family::Layout, 0.0);
     let d = table.dim(1);
     gather(table, ids.len() * d, &[ids.len(), d], |i| {
         ids[i / d] as usize * d + i % d

@@ -7,6 +7,9 @@
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod gemm;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod pool;
+pub mod profile;

@@ -2,6 +2,8 @@
 
 use rayon::prelude::*;
 
+use super::pool;
+use super::profile::{Family, Timer};
 use crate::ops::Unary;
 use crate::tensor::Tensor;
 
@@ -14,13 +16,14 @@ fn moments(v: &[f32]) -> (f64, f64) {
 }
 
 pub fn group_norm(x: &Tensor, groups: usize, eps: f32, gamma: &Tensor, beta: &Tensor, silu: bool) -> Tensor {
+    let _t = Timer::new(Family::Norm, 0.0);
     let xv = x.cpu_data().to_f32();
     let g = gamma.cpu_data().to_f32();
     let b = beta.cpu_data().to_f32();
     let c = x.dim(1);
     let spatial: usize = x.shape()[2..].iter().product();
     let group_len = c / groups * spatial;
-    let mut out = vec![0.0f32; xv.len()];
+    let mut out = pool::take(xv.len());
     out.par_chunks_mut(group_len)
         .zip(xv.par_chunks(group_len))
         .enumerate()
@@ -38,11 +41,12 @@ pub fn group_norm(x: &Tensor, groups: usize, eps: f32, gamma: &Tensor, beta: &Te
 }
 
 pub fn layer_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Tensor {
+    let _t = Timer::new(Family::Norm, 0.0);
     let xv = x.cpu_data().to_f32();
     let g = gamma.cpu_data().to_f32();
     let b = beta.cpu_data().to_f32();
     let d = x.dim(-1);
-    let mut out = vec![0.0f32; xv.len()];
+    let mut out = pool::take(xv.len());
     out.par_chunks_mut(d).zip(xv.par_chunks(d)).for_each(|(o, v)| {
         let (mean, var) = moments(v);
         let inv = 1.0 / (var + eps as f64).sqrt();

@@ -70,6 +70,16 @@ impl CpuData {
     }
 }
 
+impl Drop for CpuData {
+    /// f32 buffers go back to the CPU backend's pool (`cpu::pool`), so the
+    /// next op's output reuses the pages instead of faulting in new ones.
+    fn drop(&mut self) {
+        if let CpuData::F32(v) = self {
+            crate::cpu::pool::recycle(std::mem::take(v));
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Storage {
     Cpu(Arc<CpuData>),
