@@ -118,19 +118,28 @@ impl Cluster {
             })
             .await
             .map_err(|e| nats_error("making the job stream", e))?;
-        let kv = match js.get_key_value(KV_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: KV_BUCKET.into(),
-                    history: 1,
-                    max_age: setup.retention,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| nats_error("making the job bucket", e))?,
-        };
+        // The bucket's stream made by hand, as async-nats' create_key_value would make it:
+        // that call first reads the account's limits, which nats-server 2.9 (Debian 12's)
+        // answers in a form async-nats does not parse.
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{KV_BUCKET}"),
+            subjects: vec![format!("$KV.{KV_BUCKET}.>")],
+            max_messages_per_subject: 1,
+            max_age: setup.retention,
+            storage: stream::StorageType::File,
+            num_replicas: 1,
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats_error("making the job bucket", e))?;
+        let kv = js
+            .get_key_value(KV_BUCKET)
+            .await
+            .map_err(|e| nats_error("opening the job bucket", e))?;
         let images = match js.get_object_store(OBJECT_BUCKET).await {
             Ok(o) => o,
             Err(_) => js
