@@ -105,13 +105,19 @@ fn devices(backend: Backend, index: Option<&str>) -> anyhow::Result<Vec<Device>>
     let adapters = list_adapters();
     let count = adapters.len();
     let chosen: Vec<wgpu::Adapter> = if index == "all" {
-        adapters.into_iter().filter(|a| !is_software(&a.get_info())).collect()
+        adapters
+            .into_iter()
+            .filter(|a| !is_software(&a.get_info()))
+            .collect()
     } else {
         let n: usize = index
             .parse()
             .map_err(|_| anyhow!("invalid argument --device: expected a number or all, found {index:?}"))?;
         let adapter = adapters.into_iter().nth(n).ok_or_else(|| {
-            anyhow!("invalid argument --device: {count} adapter(s) (0 to {}), found {n}", count.max(1) - 1)
+            anyhow!(
+                "invalid argument --device: {count} adapter(s) (0 to {}), found {n}",
+                count.max(1) - 1
+            )
         })?;
         vec![adapter]
     };

@@ -99,7 +99,12 @@ impl Jobs {
 
     /// A registry that mirrors a cluster's jobs (cluster/gateway.rs feeds it through
     /// [`Jobs::mirror`]); nothing is queued locally, and `cancel` calls `remote`.
-    pub fn mirror_of(capacity: usize, retention: Duration, metrics: Arc<Metrics>, remote: RemoteCancel) -> Jobs {
+    pub fn mirror_of(
+        capacity: usize,
+        retention: Duration,
+        metrics: Arc<Metrics>,
+        remote: RemoteCancel,
+    ) -> Jobs {
         let jobs = Jobs::new(capacity, retention, metrics);
         let mut shared = Arc::into_inner(jobs.0).expect("just made");
         shared.remote = Some(remote);
@@ -420,14 +425,20 @@ impl Jobs {
         if e.snap.state.is_finished() {
             return;
         }
-        let starts = matches!(e.snap.state, JobState::Queued { .. }) && m.state != (JobState::Queued { position: 0 });
+        let starts =
+            matches!(e.snap.state, JobState::Queued { .. }) && m.state != (JobState::Queued { position: 0 });
         if starts {
             e.snap.state = JobState::Running;
             e.snap.started = m.started;
             let _ = e.events.send(JobEvent::Started);
         }
         e.snap.warnings = m.warnings;
-        for (index, image) in m.images_from.into_iter().enumerate().map(|(i, img)| (i + m.first, img)) {
+        for (index, image) in m
+            .images_from
+            .into_iter()
+            .enumerate()
+            .map(|(i, img)| (i + m.first, img))
+        {
             if index == e.snap.images_done.len() {
                 let seed = image.seed;
                 e.snap.images_done.push(image);

@@ -58,12 +58,36 @@ fn thirty_jobs_on_two_workers_run_exactly_once_with_the_single_process_bytes() {
     let dir = temp_dir("cluster-cli");
     let out = dir.join("cli.png");
     let status = std::process::Command::new(super::common::bin())
-        .args(["txt2img", "--backend", "cpu", "--prompt", "a red fox", "--seed", "0", "--steps", "4"])
-        .args(["--width", "64", "--height", "64", "--sampler", "euler", "--cfg-scale", "7", "--out"])
+        .args([
+            "txt2img",
+            "--backend",
+            "cpu",
+            "--prompt",
+            "a red fox",
+            "--seed",
+            "0",
+            "--steps",
+            "4",
+        ])
+        .args([
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--sampler",
+            "euler",
+            "--cfg-scale",
+            "7",
+            "--output",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let first = gateway.get(&format!("/api/jobs/{}", ids[0])).json();
     assert_eq!(png(&gateway, &first, 0), std::fs::read(&out).unwrap());
     let _ = std::fs::remove_dir_all(dir);
@@ -101,7 +125,9 @@ fn a_job_whose_worker_is_killed_is_redelivered_and_completed_once() {
 fn queued_jobs_survive_a_nats_server_restart() {
     let mut nats = Nats::start("restart");
     let gateway = Server::start(&["--nats", &nats.url()]);
-    let ids: Vec<String> = (0..4).map(|s| submit(&gateway, &small_job("a barn", s, 4))).collect();
+    let ids: Vec<String> = (0..4)
+        .map(|s| submit(&gateway, &small_job("a barn", s, 4)))
+        .collect();
     nats.stop();
     nats.restart();
     let _worker = Worker::start(&nats, "30s");
@@ -131,13 +157,20 @@ fn a_poison_job_fails_once_and_is_not_redelivered() {
         if r.status == 200 && r.json()["state"] == "failed" {
             break r.json();
         }
-        assert!(start.elapsed() < TIMEOUT, "the poison job never failed: {}", r.text());
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the poison job never failed: {}",
+            r.text()
+        );
         thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(snap["error"]["field"], "steps", "{snap}");
     // Three ack waits later it has not come back.
     thread::sleep(Duration::from_secs(3));
     let record = nats.record("00000000000000aa");
-    assert_eq!((record["attempts"].as_u64(), record["state"].as_str()), (Some(1), Some("failed")));
+    assert_eq!(
+        (record["attempts"].as_u64(), record["state"].as_str()),
+        (Some(1), Some("failed"))
+    );
     assert_eq!(nats.pending(), 0);
 }

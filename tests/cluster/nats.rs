@@ -21,7 +21,11 @@ pub struct Nats {
 
 impl Nats {
     pub fn start(name: &str) -> Nats {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut nats = Nats {
             child: None,
             port,
@@ -55,10 +59,15 @@ impl Nats {
     /// Stops the server (SIGTERM: file storage flushed) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let start = Instant::now();
             while child.try_wait().unwrap().is_none() {
-                assert!(start.elapsed() < Duration::from_secs(20), "nats-server did not stop");
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "nats-server did not stop"
+                );
                 thread::sleep(Duration::from_millis(20));
             }
         }
@@ -126,7 +135,10 @@ impl Drop for Nats {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// `sd-wgpu worker --backend cpu` (demo model); killed (-9) on drop.
@@ -137,7 +149,17 @@ pub struct Worker {
 impl Worker {
     pub fn start(nats: &Nats, ack_wait: &str) -> Worker {
         let mut child = Command::new(bin())
-            .args(["worker", "--backend", "cpu", "--nats", &nats.url(), "--ack-wait", ack_wait])
+            .args([
+                "worker",
+                "--backend",
+                "cpu",
+                "--nats",
+                &nats.url(),
+                "--ack-wait",
+                ack_wait,
+            ])
+            // The first process to make the stream sets its size: room for the 30 jobs.
+            .args(["--queue", "64"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

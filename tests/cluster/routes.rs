@@ -17,6 +17,15 @@ fn a_job_submitted_on_one_gateway_is_followed_and_fetched_on_another() {
     let r = first.post("/api/jobs", &small_job("a windmill", 3, 30));
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["id"].as_str().unwrap().to_string();
+    // The second gateway learns of the job from the KV bucket's watch, milliseconds later.
+    let start = std::time::Instant::now();
+    while second.get(&format!("/api/jobs/{id}")).status == 404 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "the second gateway never saw {id}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     // Server-sent events on the second gateway, to the end.
     let response = ureq::get(format!("{}/api/jobs/{id}/events", second.url))
         .call()
@@ -59,7 +68,12 @@ fn bad_input_and_a_full_queue_are_answered_as_by_the_single_process_server() {
         assert_eq!((g.status, g.text()), (s.status, s.text()), "{body}");
         assert!(g.field().is_some(), "{body}: {}", g.text());
     }
-    let malformed = gateway.request("POST", "/api/jobs", &[("Content-Type", "application/json")], Some(b"{".to_vec()));
+    let malformed = gateway.request(
+        "POST",
+        "/api/jobs",
+        &[("Content-Type", "application/json")],
+        Some(b"{".to_vec()),
+    );
     assert_eq!(malformed.status, 400);
     for seed in 0..2 {
         assert_eq!(gateway.post("/api/jobs", &small_job("q", seed, 4)).status, 202);

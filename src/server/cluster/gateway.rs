@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::kv;
+use async_nats::jetstream::message::PublishMessage;
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 
@@ -96,8 +96,8 @@ impl Gateway {
                 ApiError::too_many(
                     5,
                     format!(
-                        "the cluster's queue is full ({} jobs, --queue); retry in a few seconds",
-                        self.jobs.capacity()
+                        "the cluster's queue is full ({} jobs, the --queue of the process that made the stream); retry in a few seconds",
+                        self.cluster.stream.cached_info().config.max_messages
                     ),
                 )
             } else {
@@ -193,7 +193,9 @@ async fn apply(gateway: &Gateway, id: &str, record: &JobRecord) {
                 info: result.info(),
             }),
             None => {
-                eprintln!("job {id}: image {index} is not in the object store; retrying with the next update");
+                eprintln!(
+                    "job {id}: image {index} is not in the object store; retrying with the next update"
+                );
                 break;
             }
         }

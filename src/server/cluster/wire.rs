@@ -108,7 +108,10 @@ impl WireJob {
             Some(i) => {
                 let bytes = decode("init_image", &i.data)?;
                 if bytes.len() != i.width * i.height * 3 * 4 {
-                    return Err(ApiError::field("init_image", "pixel data does not match its size"));
+                    return Err(ApiError::field(
+                        "init_image",
+                        "pixel data does not match its size",
+                    ));
                 }
                 let data = bytes
                     .chunks_exact(4)
@@ -357,7 +360,9 @@ impl WireStep {
 }
 
 pub fn secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 pub fn time(s: f64) -> SystemTime {

@@ -25,7 +25,9 @@ use super::super::jobs::{JobEvent, Jobs};
 use super::super::metrics::Metrics;
 use super::super::state::ModelInfo;
 use super::wire::{secs, Envelope, JobRecord, WireError, WireJob, WireResult, WireStep};
-use super::{cancel_subject, image_object, job_subject, json_bytes, model_key, progress_subject, spec_object};
+use super::{
+    cancel_subject, image_object, job_subject, json_bytes, model_key, progress_subject, spec_object,
+};
 use super::{Cluster, Setup};
 
 /// Everything `sd-wgpu worker` was asked for.
@@ -56,8 +58,12 @@ pub fn run(config: WorkerConfig) -> Result<()> {
             vae: config.vae.clone(),
             ..LoadOptions::default()
         };
-        let (info, thread) =
-            super::super::worker::start(config.model.clone(), options, config.concepts.clone(), jobs.clone())?;
+        let (info, thread) = super::super::worker::start(
+            config.model.clone(),
+            options,
+            config.concepts.clone(),
+            jobs.clone(),
+        )?;
         devices.push((jobs, Arc::new(info), thread));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -80,7 +86,11 @@ pub fn run(config: WorkerConfig) -> Result<()> {
             };
             loops.push(tokio::spawn(device.run()));
         }
-        println!("worker ready: {} device(s), model {}", loops.len(), devices[0].1.name);
+        println!(
+            "worker ready: {} device(s), model {}",
+            loops.len(),
+            devices[0].1.name
+        );
         let signal = tokio::signal::ctrl_c();
         let stop = stopping.clone();
         tokio::spawn(async move {
@@ -201,7 +211,11 @@ impl DeviceLoop {
         record.attempts = delivered;
         record.results.clear();
         let claimed = if revision > 0 {
-            self.cluster.kv.update(&id, json_bytes(&record), revision).await.is_ok()
+            self.cluster
+                .kv
+                .update(&id, json_bytes(&record), revision)
+                .await
+                .is_ok()
         } else {
             self.cluster.kv.create(&id, json_bytes(&record)).await.is_ok()
         };
@@ -214,7 +228,11 @@ impl DeviceLoop {
                 }
             }
         }
-        let spec = match self.job(envelope.job, &id).await.and_then(|job| job.to_spec(&self.model)) {
+        let spec = match self
+            .job(envelope.job, &id)
+            .await
+            .and_then(|job| job.to_spec(&self.model))
+        {
             Ok(spec) => spec,
             Err(e) => return self.fail(&id, record, &e).await,
         };
@@ -224,7 +242,9 @@ impl DeviceLoop {
             Err(e) => return self.fail(&id, record, &e).await,
         };
         let Some((_, mut events)) = self.jobs.subscribe(&local) else {
-            return self.fail(&id, record, &ApiError::internal("the job vanished")).await;
+            return self
+                .fail(&id, record, &ApiError::internal("the job vanished"))
+                .await;
         };
         let mut keepalive = tokio::time::interval(self.ack_wait / 3);
         let progress = progress_subject(&id);
@@ -275,7 +295,8 @@ impl DeviceLoop {
         tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes)
             .await
             .map_err(|e| ApiError::internal(format!("cannot read the job: {e}")))?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(format!("the stored job is not valid: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::internal(format!("the stored job is not valid: {e}")))
     }
 
     /// Stores the images the local job has made since the last call: PNG first, then the
