@@ -37,6 +37,8 @@ enum Command {
     Samplers,
     /// Serve the web page and the HTTP APIs (native jobs, A1111, OpenAI images).
     Serve(cli::serve::Args),
+    /// Run a cluster's jobs, taken from NATS JetStream (gateways: serve --nats).
+    Worker(cli::worker::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         Command::Inpaint(a) => cli::inpaint::run_inpaint(a),
         Command::Samplers => cli::samplers::run(),
         Command::Serve(a) => cli::serve::run(a),
+        Command::Worker(a) => cli::worker::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,3 +12,4 @@ pub mod samplers;
 pub mod serve;
 pub mod stdout;
 pub mod tokenize;
+pub mod worker;

@@ -14,8 +14,8 @@ use sd_wgpu::server::{serve, Config};
 use super::flags::{must_exist, DeviceArgs};
 
 /// The concept shipped with the demo model (sd-concepts-library layout; trigger `<hazard>`).
-const HAZARD_CONCEPT: &[u8] = include_bytes!("../../assets/hazard-concept/learned_embeds.bin");
-const HAZARD_NAME: &str = "assets/hazard-concept/learned_embeds.bin";
+pub const HAZARD_CONCEPT: &[u8] = include_bytes!("../../assets/hazard-concept/learned_embeds.bin");
+pub const HAZARD_NAME: &str = "assets/hazard-concept/learned_embeds.bin";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -63,6 +63,10 @@ pub struct Args {
     /// How long ended jobs and their images are kept: seconds, or with s, m, h or d.
     #[arg(long, value_name = "TIME", default_value = "1h", value_parser = duration)]
     pub retention: Duration,
+    /// Be a stateless gateway of a cluster: jobs go to the NATS JetStream server at URL
+    /// (nats://HOST:PORT) and `sd-wgpu worker`s run them (docs/cluster.md).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -125,12 +129,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             retention: args.retention,
         },
+        nats: args.nats,
     })?;
     Ok(())
 }
 
 /// Every embedding file in `dir` (by extension), in name order.
-fn load_concepts(dir: &Path) -> anyhow::Result<Vec<TextualInversion>> {
+pub fn load_concepts(dir: &Path) -> anyhow::Result<Vec<TextualInversion>> {
     must_exist("--embeddings", dir)?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("invalid argument --embeddings: cannot list {}", dir.display()))?
@@ -150,7 +155,7 @@ fn load_concepts(dir: &Path) -> anyhow::Result<Vec<TextualInversion>> {
 }
 
 /// `--retention`: `3600`, `90s`, `30m`, `1h`, `2d`.
-fn duration(s: &str) -> Result<Duration, String> {
+pub fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),

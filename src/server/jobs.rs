@@ -66,7 +66,13 @@ struct Shared {
     capacity: usize,
     retention: Duration,
     metrics: Arc<Metrics>,
+    /// Cluster gateways (cluster/gateway.rs): the jobs live in NATS and this registry
+    /// mirrors them; cancelling asks NATS, through this hook.
+    remote: Option<RemoteCancel>,
 }
+
+/// Asks the cluster to cancel a job (a gateway's [`Jobs::mirror_of`]).
+pub type RemoteCancel = Box<dyn Fn(&str) + Send + Sync>;
 
 /// The queue and registry; cheap to clone (one shared state).
 #[derive(Clone)]
@@ -87,7 +93,22 @@ impl Jobs {
             capacity,
             retention,
             metrics,
+            remote: None,
         }))
+    }
+
+    /// A registry that mirrors a cluster's jobs (cluster/gateway.rs feeds it through
+    /// [`Jobs::mirror`]); nothing is queued locally, and `cancel` calls `remote`.
+    pub fn mirror_of(
+        capacity: usize,
+        retention: Duration,
+        metrics: Arc<Metrics>,
+        remote: RemoteCancel,
+    ) -> Jobs {
+        let jobs = Jobs::new(capacity, retention, metrics);
+        let mut shared = Arc::into_inner(jobs.0).expect("just made");
+        shared.remote = Some(remote);
+        Jobs(Arc::new(shared))
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -179,6 +200,12 @@ impl Jobs {
         let Some(entry) = reg.jobs.get(id) else {
             return false;
         };
+        if let Some(remote) = &self.0.remote {
+            if !entry.snap.state.is_finished() {
+                remote(id);
+            }
+            return true;
+        }
         match entry.snap.state {
             JobState::Queued { .. } => {
                 reg.queue.retain(|q| q != id);
@@ -218,7 +245,9 @@ impl Jobs {
     /// Cancels the running job (A1111's `/sdapi/v1/interrupt`).
     pub fn interrupt_current(&self) {
         let reg = self.lock();
-        if let Some(e) = reg.running.as_ref().and_then(|id| reg.jobs.get(id)) {
+        if let (Some(remote), Some(id)) = (&self.0.remote, &reg.running) {
+            remote(id);
+        } else if let Some(e) = reg.running.as_ref().and_then(|id| reg.jobs.get(id)) {
             e.cancel.store(true, Ordering::Relaxed);
         }
     }
@@ -273,6 +302,10 @@ impl Jobs {
     pub fn close(&self) {
         let mut reg = self.lock();
         reg.closed = true;
+        if self.0.remote.is_some() {
+            // The cluster's jobs outlive this gateway.
+            return;
+        }
         let queued: Vec<JobId> = reg.queue.drain(..).collect();
         for id in queued {
             let e = ApiError::unavailable("the server shut down before this job started");
@@ -353,6 +386,76 @@ impl Jobs {
         }
     }
 
+    /// A cluster job as NATS has it (cluster/gateway.rs): the entry is made when new and
+    /// only ever moves forward (updates may arrive out of order, or twice); `images` are
+    /// the job's images from index `first` on, those already here are skipped.
+    pub(super) fn mirror(&self, id: &str, m: Mirrored) {
+        let mut reg = self.lock();
+        if !reg.jobs.contains_key(id) {
+            let (events, _) = broadcast::channel(EVENT_BUFFER);
+            let snap = JobSnapshot {
+                id: id.to_string(),
+                state: JobState::Queued { position: 0 },
+                image: 0,
+                images: m.images,
+                step: 0,
+                steps: 0,
+                progress: 0.0,
+                eta: None,
+                preview: None,
+                images_done: Vec::new(),
+                error: None,
+                warnings: Vec::new(),
+                created: m.created,
+                started: None,
+                finished: None,
+            };
+            let entry = Entry {
+                snap,
+                spec: None,
+                cancel: Arc::new(AtomicBool::new(false)),
+                events,
+                done: watch::channel(false).0,
+                submitted: Instant::now(),
+                ended: None,
+            };
+            reg.jobs.insert(id.to_string(), entry);
+        }
+        let e = reg.jobs.get_mut(id).expect("inserted above");
+        if e.snap.state.is_finished() {
+            return;
+        }
+        let starts =
+            matches!(e.snap.state, JobState::Queued { .. }) && m.state != (JobState::Queued { position: 0 });
+        if starts {
+            e.snap.state = JobState::Running;
+            e.snap.started = m.started;
+            let _ = e.events.send(JobEvent::Started);
+        }
+        e.snap.warnings = m.warnings;
+        for (index, image) in m
+            .images_from
+            .into_iter()
+            .enumerate()
+            .map(|(i, img)| (i + m.first, img))
+        {
+            if index == e.snap.images_done.len() {
+                let seed = image.seed;
+                e.snap.images_done.push(image);
+                let _ = e.events.send(JobEvent::Image { index, seed });
+            }
+        }
+        if starts {
+            reg.running = Some(id.to_string());
+        }
+        if m.state.is_finished() {
+            if reg.running.as_deref() == Some(id) {
+                reg.running = None;
+            }
+            self.end(&mut reg, id, m.state, m.error);
+        }
+    }
+
     /// Moves a job to its final state and tells its waiters and subscribers.
     fn end(&self, reg: &mut Registry, id: &str, state: JobState, error: Option<ApiError>) {
         let Some(e) = reg.jobs.get_mut(id) else {
@@ -401,6 +504,19 @@ impl Registry {
     }
 }
 
+/// A cluster job's record, for [`Jobs::mirror`].
+pub struct Mirrored {
+    pub state: JobState,
+    pub images: usize,
+    pub created: SystemTime,
+    pub started: Option<SystemTime>,
+    pub error: Option<ApiError>,
+    pub warnings: Vec<String>,
+    /// Images `first`, `first + 1`...
+    pub first: usize,
+    pub images_from: Vec<JobImage>,
+}
+
 /// Waits for a job and cancels it when dropped first (see [`Jobs::wait_or_cancel_on_drop`]).
 pub struct WaitGuard {
     jobs: Jobs,
@@ -427,7 +543,7 @@ impl Drop for WaitGuard {
 }
 
 /// 16 hex digits from the OS's random source.
-fn new_id() -> Result<JobId, ApiError> {
+pub(super) fn new_id() -> Result<JobId, ApiError> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes)
         .map_err(|e| ApiError::internal(format!("the OS random source failed: {e}")))?;

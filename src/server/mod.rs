@@ -14,6 +14,7 @@
 
 pub mod a1111;
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod input;
 pub mod job;
@@ -64,6 +65,8 @@ pub struct Config {
     pub api_key: Option<String>,
     pub insecure_no_auth: bool,
     pub limits: Limits,
+    /// `--nats URL`: a stateless gateway of a cluster (cluster/gateway.rs).
+    pub nats: Option<String>,
 }
 
 /// Loads the model, listens, and serves until Ctrl-C or SIGTERM. Prints
@@ -94,17 +97,25 @@ pub fn serve(config: Config) -> Result<()> {
         model.concepts.len(),
         if model.concepts.len() == 1 { "" } else { "s" }
     );
-    let state = AppState {
+    let mut state = AppState {
         jobs: jobs.clone(),
         model: Arc::new(model),
         limits: Arc::new(config.limits),
         api_key: config.api_key.map(Arc::from),
+        cluster: None,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::io("starting the async runtime", e))?;
+    if let Some(url) = &config.nats {
+        // The model loaded above only describes and checks requests; workers run them.
+        let gateway = runtime.block_on(cluster::gateway::connect(url, &state))?;
+        eprintln!("gateway of the cluster at {url}");
+        state.jobs = gateway.jobs().clone();
+        state.cluster = Some(gateway);
+    }
     let served = runtime.block_on(listen(&addrs, state));
     // The worker stops after the running job's next step; a stuck device must not keep a
     // stopping server alive for long.

@@ -176,7 +176,7 @@ async fn create(
         };
         return Ok((status, Json(snapshot_json(&snap))).into_response());
     }
-    let id = state.submit(spec)?;
+    let id = state.submit(spec).await?;
     let snap = state.jobs.snapshot(&id).ok_or_else(|| gone(&id))?;
     let location = format!("/api/jobs/{id}");
     Ok((

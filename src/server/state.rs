@@ -9,6 +9,7 @@ use crate::pipeline::TextualInversion;
 use crate::schedulers::SamplerKind;
 use crate::text::{ClipTokenizer, Triggers};
 
+use super::cluster::gateway::Gateway;
 use super::error::ApiError;
 use super::jobs::{JobId, JobSnapshot, JobSpec, Jobs};
 use super::loras::ServerLoras;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// `--api-key`: `None` when requests need none.
     pub api_key: Option<Arc<str>>,
+    /// `serve --nats`: jobs go to the cluster; `jobs` is then its mirror (cluster/gateway.rs).
+    pub cluster: Option<Arc<Gateway>>,
 }
 
 /// The loaded model, as the APIs describe it. Built by the worker once the model loaded.
@@ -127,15 +130,18 @@ impl ModelInfo {
 impl AppState {
     /// Checks a request against the model and the server's limits, then queues it.
     /// Errors name our fields (`steps`, `cfg_scale`, `width`...); other APIs rename them.
-    pub fn submit(&self, spec: JobSpec) -> Result<JobId, ApiError> {
+    pub async fn submit(&self, spec: JobSpec) -> Result<JobId, ApiError> {
         self.check(&spec)?;
-        self.jobs.submit(spec)
+        match &self.cluster {
+            Some(gateway) => gateway.submit(spec).await,
+            None => self.jobs.submit(spec),
+        }
     }
 
     /// A synchronous call (A1111, OpenAI, `POST /api/jobs?wait=true`): queues the job and
     /// waits for its end. Dropping the returned future (the client went away) cancels it.
     pub async fn run(&self, spec: JobSpec) -> Result<JobSnapshot, ApiError> {
-        let id = self.submit(spec)?;
+        let id = self.submit(spec).await?;
         self.jobs
             .wait_or_cancel_on_drop(&id)
             .finish()
