@@ -100,21 +100,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
         return Err(anyhow!("invalid argument --api-key: must not be blank"));
     }
-    for spec in &args.loras {
-        must_exist("--lora", &spec.path)?;
-    }
-    let lora_dir = match &args.lora_dir {
-        Some(dir) => Some(LoraDir::scan(dir, "--lora-dir")?),
-        None => None,
-    };
+    let loras = server_loras(args.loras, args.lora_dir.as_deref())?;
     serve(Config {
         model,
         vae: args.vae,
         concepts,
-        loras: ServerLoras {
-            fixed: args.loras,
-            dir: lora_dir,
-        },
+        loras,
         host: args.host,
         port: args.port,
         backend,
@@ -176,6 +167,19 @@ pub fn duration(s: &str) -> Result<Duration, String> {
         }
     };
     Ok(Duration::from_secs(n.saturating_mul(unit)))
+}
+
+/// `--lora` and `--lora-dir` of `serve` and `worker`: the files checked to exist, the
+/// folder listed.
+pub fn server_loras(fixed: Vec<LoraSpec>, dir: Option<&Path>) -> anyhow::Result<ServerLoras> {
+    for spec in &fixed {
+        must_exist("--lora", &spec.path)?;
+    }
+    let dir = match dir {
+        Some(dir) => Some(LoraDir::scan(dir, "--lora-dir")?),
+        None => None,
+    };
+    Ok(ServerLoras { fixed, dir })
 }
 
 #[cfg(test)]

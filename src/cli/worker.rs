@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use sd_wgpu::gpu::{is_software, list_adapters, GpuContext};
+use sd_wgpu::lora::LoraSpec;
 use sd_wgpu::pipeline::{ModelSource, TextualInversion};
 use sd_wgpu::server::cluster::worker::{run as run_worker, WorkerConfig};
 use sd_wgpu::server::cluster::Setup;
 use sd_wgpu::{Backend, Device};
 
 use super::flags::{must_exist, DeviceArgs};
-use super::serve::{duration, load_concepts, HAZARD_CONCEPT, HAZARD_NAME};
+use super::serve::{duration, load_concepts, server_loras, HAZARD_CONCEPT, HAZARD_NAME};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,6 +32,13 @@ pub struct Args {
     /// must load the same ones).
     #[arg(long, value_name = "DIR")]
     pub embeddings: Option<PathBuf>,
+    /// LoRA file merged into every job (as serve --lora; gateways must be given the same).
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]", value_parser = super::flags::lora)]
+    pub loras: Vec<LoraSpec>,
+    /// Folder of LoRA files that prompts name with <lora:NAME:WEIGHT> tags (as serve
+    /// --lora-dir; gateways must be given the same).
+    #[arg(long, value_name = "DIR")]
+    pub lora_dir: Option<PathBuf>,
     /// Which GPU: an index into the adapters wgpu lists, or `all` for one worker per
     /// hardware adapter in this process (default: the one --backend picks).
     #[arg(long = "device", value_name = "N|all")]
@@ -75,12 +83,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?],
         (None, Some(_)) => Vec::new(),
     };
+    let loras = server_loras(args.loras, args.lora_dir.as_deref())?;
     let devices = devices(args.device.backend()?, args.gpu.as_deref())?;
     run_worker(WorkerConfig {
         nats: args.nats,
         model,
         vae: args.vae,
         concepts,
+        loras,
         devices,
         dtype: args.device.dtype,
         ack_wait: args.ack_wait,

@@ -3,8 +3,9 @@
 
 use crate::schedulers::SamplerKind;
 
-/// Everything that determines an image, in A1111's vocabulary.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything that determines an image, in A1111's vocabulary. Serialisable so that a
+/// cluster worker can hand it to the gateway whole (src/server/cluster/wire.rs).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerationInfo {
     pub prompt: String,
     pub negative_prompt: String,

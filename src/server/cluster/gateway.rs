@@ -190,7 +190,7 @@ async fn apply(gateway: &Gateway, id: &str, record: &JobRecord) {
                 png: Arc::new(png),
                 seed: result.seed,
                 infotext: result.infotext.clone(),
-                info: result.info(),
+                info: result.info.clone(),
             }),
             None => {
                 eprintln!(

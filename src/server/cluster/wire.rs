@@ -242,74 +242,20 @@ impl From<&WireError> for ApiError {
     }
 }
 
-/// One stored image's description ([`GenerationInfo`] field by field).
+/// One stored image's description: its seed, infotext and parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireResult {
     pub seed: u64,
     pub infotext: String,
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub steps: usize,
-    pub sampler: String,
-    pub cfg_scale: f32,
-    pub width: usize,
-    pub height: usize,
-    pub model_hash: Option<String>,
-    pub model_name: String,
-    pub vae_name: Option<String>,
-    pub vae_hash: Option<String>,
-    pub clip_skip: usize,
-    pub denoising_strength: Option<f32>,
-    pub mask_blur: Option<usize>,
-    pub inpainting_conditioning: bool,
-    pub embeddings: Vec<(String, String)>,
+    pub info: GenerationInfo,
 }
 
 impl WireResult {
     pub fn new(info: &GenerationInfo, infotext: &str) -> WireResult {
-        let i = info.clone();
         WireResult {
-            seed: i.seed,
+            seed: info.seed,
             infotext: infotext.to_string(),
-            prompt: i.prompt,
-            negative_prompt: i.negative_prompt,
-            steps: i.steps,
-            sampler: i.sampler,
-            cfg_scale: i.cfg_scale,
-            width: i.width,
-            height: i.height,
-            model_hash: i.model_hash,
-            model_name: i.model_name,
-            vae_name: i.vae_name,
-            vae_hash: i.vae_hash,
-            clip_skip: i.clip_skip,
-            denoising_strength: i.denoising_strength,
-            mask_blur: i.mask_blur,
-            inpainting_conditioning: i.inpainting_conditioning,
-            embeddings: i.embeddings,
-        }
-    }
-
-    pub fn info(&self) -> GenerationInfo {
-        let r = self.clone();
-        GenerationInfo {
-            prompt: r.prompt,
-            negative_prompt: r.negative_prompt,
-            steps: r.steps,
-            sampler: r.sampler,
-            cfg_scale: r.cfg_scale,
-            seed: r.seed,
-            width: r.width,
-            height: r.height,
-            model_hash: r.model_hash,
-            model_name: r.model_name,
-            vae_name: r.vae_name,
-            vae_hash: r.vae_hash,
-            clip_skip: r.clip_skip,
-            denoising_strength: r.denoising_strength,
-            mask_blur: r.mask_blur,
-            inpainting_conditioning: r.inpainting_conditioning,
-            embeddings: r.embeddings,
+            info: info.clone(),
         }
     }
 }

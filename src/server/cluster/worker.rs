@@ -22,6 +22,7 @@ use crate::{Device, Error, Result};
 
 use super::super::error::ApiError;
 use super::super::jobs::{JobEvent, Jobs};
+use super::super::loras::ServerLoras;
 use super::super::metrics::Metrics;
 use super::super::state::ModelInfo;
 use super::wire::{secs, Envelope, JobRecord, WireError, WireJob, WireResult, WireStep};
@@ -36,6 +37,8 @@ pub struct WorkerConfig {
     pub model: ModelSource,
     pub vae: Option<std::path::PathBuf>,
     pub concepts: Vec<TextualInversion>,
+    /// `--lora` and `--lora-dir`, as `serve` takes them (gateways must be given the same).
+    pub loras: ServerLoras,
     /// One worker per device.
     pub devices: Vec<Device>,
     pub dtype: Option<crate::DType>,
@@ -48,6 +51,7 @@ pub struct WorkerConfig {
 /// running then finish first). Prints `worker ready` on stdout once every device takes
 /// jobs.
 pub fn run(config: WorkerConfig) -> Result<()> {
+    let loras = Arc::new(config.loras);
     let mut devices = Vec::new();
     for (n, device) in config.devices.iter().enumerate() {
         eprintln!("device {n}: {}", device.describe());
@@ -56,12 +60,14 @@ pub fn run(config: WorkerConfig) -> Result<()> {
             device: device.clone(),
             dtype: config.dtype,
             vae: config.vae.clone(),
+            loras: loras.fixed.clone(),
             ..LoadOptions::default()
         };
         let (info, thread) = super::super::worker::start(
             config.model.clone(),
             options,
             config.concepts.clone(),
+            loras.clone(),
             jobs.clone(),
         )?;
         devices.push((jobs, Arc::new(info), thread));
