@@ -41,7 +41,7 @@ impl Nats {
 
     /// Starts the server (again, on the same port and store) and waits for its port.
     pub fn restart(&mut self) {
-        let child = Command::new("nats-server")
+        let child = Command::new(nats_server())
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -188,5 +188,18 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `nats-server` on the PATH, else where Debian's package puts it: /usr/sbin, which is not on
+/// an ordinary user's PATH.
+fn nats_server() -> &'static str {
+    const DEBIAN: &str = "/usr/sbin/nats-server";
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nats-server").is_file()));
+    if !on_path && std::path::Path::new(DEBIAN).is_file() {
+        DEBIAN
+    } else {
+        "nats-server"
     }
 }
